@@ -1,0 +1,36 @@
+"""Shared fixtures: small YOLACT configs that build and run in well under a second on a CPU."""
+import pytest
+import torch
+
+from detectron2.config import get_cfg
+
+from yolact_d2 import add_yolact_config
+
+
+def small_cfg(num_classes: int = 5, input_size: int = 160):
+    """A YOLACT config with an R-18 backbone, 64 channels and 8 prototypes, random weights, on the CPU."""
+    cfg = get_cfg()
+    add_yolact_config(cfg)
+    cfg.merge_from_file("configs/Base-YOLACT.yaml")
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.RESNETS.DEPTH = 18
+    cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 64
+    cfg.MODEL.RESNETS.NORM = "BN"
+    cfg.MODEL.FPN.OUT_CHANNELS = 64
+    cfg.MODEL.PIXEL_STD = [57.4, 57.1, 58.4]
+    y = cfg.MODEL.YOLACT
+    y.NUM_CLASSES = num_classes
+    y.NUM_PROTOTYPES = 8
+    y.INPUT_SIZE = input_size
+    y.ANCHOR.SIZES = [[s * input_size / 550] for s in (24, 48, 96, 192, 384)]
+    y.PROTONET.CONV_DIMS = [64, 64]
+    y.PROTONET.POST_UPSAMPLE_CONV_DIMS = [64]
+    y.HEAD.SHARED_CONV_DIMS = [64]
+    return cfg
+
+
+@pytest.fixture
+def cfg():
+    torch.manual_seed(0)
+    return small_cfg()

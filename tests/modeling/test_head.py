@@ -1,0 +1,27 @@
+import torch
+
+from detectron2.layers import ShapeSpec
+
+from yolact_d2.modeling.head import build_yolact_head
+
+
+def test_shapes_ranges_and_order(cfg):
+    head = build_yolact_head(cfg, [ShapeSpec(channels=64)] * 2, num_anchors=3).eval()
+    feats = [torch.randn(2, 64, 4, 5), torch.randn(2, 64, 2, 3)]
+    with torch.no_grad():
+        cls_logits, deltas, coefs = head(feats)
+        r = (4 * 5 + 2 * 3) * 3
+        assert cls_logits.shape == (2, r, 6) and deltas.shape == (2, r, 4) and coefs.shape == (2, r, 8)
+        assert coefs.abs().max() <= 1
+        # anchor a of cell (row 1, column 2) of level 0 is row (1 * 5 + 2) * 3 + a; its logits are channels
+        # a * 6 ... a * 6 + 5 of the class conv at that cell
+        raw = head.cls_score(head.shared(feats[0]))
+        for a in range(3):
+            torch.testing.assert_close(cls_logits[1, (1 * 5 + 2) * 3 + a], raw[1, a * 6:(a + 1) * 6, 1, 2])
+        raw_coef = head.coef_pred(head.shared(feats[1]))
+        torch.testing.assert_close(coefs[0, 60 + (1 * 3 + 0) * 3 + 2], raw_coef[0, 16:24, 1, 0].tanh())
+
+
+def test_head_weights_are_shared_across_levels(cfg):
+    head = build_yolact_head(cfg, [ShapeSpec(channels=64)] * 5, num_anchors=3)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in head.modules()) == 4

@@ -1,0 +1,137 @@
+import numpy as np
+import pytest
+import torch
+
+from detectron2.data import MetadataCatalog
+from detectron2.engine import DefaultPredictor
+from detectron2.modeling import build_model
+from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.visualizer import Visualizer
+
+FIELDS = {"pred_boxes", "scores", "pred_classes", "pred_masks"}
+
+
+def _model(cfg, score_thresh=0.0):
+    cfg.MODEL.YOLACT.POSTPROCESS.SCORE_THRESH = score_thresh
+    return build_model(cfg).eval()
+
+
+def _image(h, w, seed=0):
+    return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (3, h, w), dtype=np.uint8))
+
+
+def _check_instances(inst, h, w, max_dets=100):
+    assert set(inst.get_fields()) == FIELDS
+    n = len(inst)
+    assert inst.image_size == (h, w)
+    assert inst.pred_boxes.tensor.shape == (n, 4) and inst.scores.shape == (n,) and inst.pred_classes.shape == (n,)
+    assert inst.pred_masks.shape == (n, h, w) and inst.pred_masks.dtype == torch.bool
+    assert n <= max_dets
+    b = inst.pred_boxes.tensor
+    assert (b[:, 0] >= 0).all() and (b[:, 2] <= w).all() and (b[:, 1] >= 0).all() and (b[:, 3] <= h).all()
+    assert (inst.scores[:-1] >= inst.scores[1:]).all()
+
+
+@pytest.mark.parametrize("input_size,image_hw,out_hw", [(160, (120, 200), (240, 400)), (96, (96, 96), None)])
+def test_output_shapes(cfg, input_size, image_hw, out_hw):
+    cfg.MODEL.YOLACT.INPUT_SIZE = input_size
+    model = _model(cfg)
+    x = {"image": _image(*image_hw)}
+    if out_hw:
+        x["height"], x["width"] = out_hw
+    with torch.no_grad():
+        inst = model([x])[0]["instances"]
+    _check_instances(inst, *(out_hw or image_hw))
+    assert len(inst) == 100  # score threshold 0: the post-processor fills max detections
+
+
+def test_batched_inference_equals_one_by_one(cfg):
+    model = _model(cfg)
+    inputs = [{"image": _image(100, 140, 1)}, {"image": _image(160, 160, 2), "height": 80, "width": 80}]
+    with torch.no_grad():
+        batched = model(inputs)
+        single = [model([x])[0] for x in inputs]
+    for b, s in zip(batched, single):
+        b, s = b["instances"], s["instances"]
+        torch.testing.assert_close(b.scores, s.scores, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(b.pred_boxes.tensor, s.pred_boxes.tensor, rtol=1e-4, atol=1e-3)
+        assert (b.pred_masks != s.pred_masks).float().mean() < 1e-3
+
+
+def test_preserved_aspect_ratio_maps_boxes_back(cfg):
+    cfg.MODEL.YOLACT.PRESERVE_ASPECT_RATIO = True
+    model = _model(cfg)
+    with torch.no_grad():
+        images, regions = model.preprocess_image([{"image": _image(80, 160)}])
+        inst = model([{"image": _image(80, 160)}])[0]["instances"]
+    assert regions == [(80, 160)]
+    assert images[0, :, 80:].abs().max() == 0  # padding is the mean colour
+    _check_instances(inst, 80, 160)
+
+
+def test_zero_detections_give_empty_instances_with_all_fields(cfg):
+    model = _model(cfg, score_thresh=1.01)
+    with torch.no_grad():
+        inst = model([{"image": _image(64, 48)}])[0]["instances"]
+    assert len(inst) == 0
+    _check_instances(inst, 64, 48)
+
+
+def test_default_predictor_and_visualizer(cfg, tmp_path):
+    cfg.MODEL.YOLACT.POSTPROCESS.SCORE_THRESH = 0.0
+    cfg.TEST.DETECTIONS_PER_IMAGE = 5
+    cfg.INPUT.MIN_SIZE_TEST = 160
+    cfg.DATASETS.TEST = ()
+    predictor = DefaultPredictor(cfg)
+    image = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    inst = predictor(image)["instances"].to("cpu")
+    _check_instances(inst, 90, 120, max_dets=5)
+    assert len(inst) == 5
+    meta = MetadataCatalog.get("__yolact_test").set(thing_classes=[f"c{i}" for i in range(5)])
+    out = Visualizer(image[:, :, ::-1], meta).draw_instance_predictions(inst).get_image()
+    assert out.shape == (90, 120, 3) and not np.array_equal(out, image[:, :, ::-1])
+    # a 1-channel image is replicated; a 4-channel one is refused with a clear message
+    assert len(predictor(image[:, :, :1])["instances"]) == 5
+    with pytest.raises(ValueError, match="4-channel"):
+        predictor(np.dstack([image, image[:, :, :1]]))
+
+
+def test_bad_inputs_raise_clear_errors(cfg):
+    model = _model(cfg)
+    with pytest.raises(ValueError, match="empty list"):
+        model([])
+    model.train()
+    with pytest.raises(ValueError, match="needs 'instances'"):
+        model([{"image": _image(160, 160)}])
+
+
+def _gt(size, boxes, classes):
+    inst = Instances((size, size))
+    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    inst.gt_classes = torch.tensor(classes, dtype=torch.int64)
+    masks = torch.zeros(len(classes), size, size, dtype=torch.bool)
+    for m, (x1, y1, x2, y2) in zip(masks, boxes):
+        m[int(y1):int(y2), int(x1):int(x2)] = True
+    inst.gt_masks = BitMasks(masks)
+    return inst
+
+
+def test_training_losses_are_finite_with_and_without_annotations(cfg):
+    model = build_model(cfg).train()
+    inputs = [
+        {"image": _image(160, 160, 3), "instances": _gt(160, [[10, 20, 90, 100], [60, 60, 150, 140]], [1, 4])},
+        {"image": _image(160, 160, 4), "instances": _gt(160, [], [])},
+    ]
+    losses = model(inputs)
+    assert set(losses) == {"loss_cls", "loss_box_reg", "loss_mask", "loss_sem_seg"}
+    assert all(torch.isfinite(v) and v > 0 for v in losses.values())
+    sum(losses.values()).backward()
+    empty = model([inputs[1]])
+    assert all(torch.isfinite(v) for v in empty.values())
+    assert empty["loss_box_reg"] == 0 and empty["loss_mask"] == 0
+
+
+def test_class_ids_beyond_num_classes_are_refused(cfg):
+    model = build_model(cfg).train()
+    with pytest.raises(ValueError, match="NUM_CLASSES=5"):
+        model([{"image": _image(160, 160), "instances": _gt(160, [[10, 10, 50, 50]], [7])}])

@@ -1,0 +1,143 @@
+import pytest
+import torch
+from torchvision.ops import nms
+
+from yolact_d2.modeling.postprocessing import (
+    CrossClassFastNMS,
+    FastNMS,
+    StandardNMS,
+    assemble_mask_logits,
+    batched_box_iou,
+    box_crop_masks,
+    masks_to_image,
+)
+
+
+def _iou(a, b):
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+def _random_dets(num, num_classes, seed):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(num, 2, generator=g) * 80
+    boxes = torch.cat([xy, xy + 4 + torch.rand(num, 2, generator=g) * 30], 1)
+    scores = torch.rand(num, num_classes, generator=g) ** 3
+    return boxes, scores
+
+
+def _kwargs(**kw):
+    base = dict(nms_thresh=0.5, top_k=200, score_thresh=0.05, second_score_thresh=False, max_detections=100)
+    base.update(kw)
+    return base
+
+
+def _brute_force_fast_nms(boxes, scores, nms_thresh, top_k, score_thresh, second, max_dets):
+    """Per class, a Python loop: j survives unless an earlier (better) box, suppressed or not, overlaps it."""
+    candidates = [r for r in range(len(boxes)) if max(scores[r]) >= score_thresh]
+    dets = []
+    for c in range(len(scores[0])):
+        ranked = sorted(candidates, key=lambda r: -scores[r][c])[:top_k]
+        for j, rj in enumerate(ranked):
+            if any(_iou(boxes[ri], boxes[rj]) > nms_thresh for ri in ranked[:j]):
+                continue
+            if second and scores[rj][c] < score_thresh:
+                continue
+            dets.append((scores[rj][c], rj, c))
+    dets.sort(key=lambda d: -d[0])
+    return dets[:max_dets]
+
+
+@pytest.mark.parametrize("seed,top_k,second", [(0, 200, False), (1, 7, False), (2, 200, True), (3, 15, True)])
+def test_fast_nms_matches_brute_force_loop(seed, top_k, second):
+    boxes, scores = _random_dets(60, 4, seed)
+    post = FastNMS(**_kwargs(top_k=top_k, second_score_thresh=second, max_detections=40))
+    idx, classes, det_scores = post(boxes, scores)
+    expected = _brute_force_fast_nms(boxes.tolist(), scores.tolist(), 0.5, top_k, 0.05, second, 40)
+    assert [(int(i), int(c)) for i, c in zip(idx, classes)] == [(r, c) for _, r, c in expected]
+    torch.testing.assert_close(det_scores, torch.tensor([s for s, _, _ in expected]))
+
+
+def test_fast_nms_relaxed_rule_hand_worked():
+    # A > B > C in score; IoU(A, B) > 0.5 and IoU(B, C) > 0.5 but IoU(A, C) < 0.5: standard NMS keeps A, C;
+    # Fast NMS lets the suppressed B suppress C and keeps only A.
+    boxes = torch.tensor([[0.0, 0, 10, 10], [3, 0, 13, 10], [6, 0, 16, 10]])
+    scores = torch.tensor([[0.9], [0.8], [0.7]])
+    idx, _, _ = FastNMS(**_kwargs())(boxes, scores)
+    assert idx.tolist() == [0]
+    idx, _, _ = StandardNMS(**_kwargs())(boxes, scores)
+    assert idx.tolist() == [0, 2]
+
+
+def test_cross_class_fast_nms_matches_loop():
+    boxes, scores = _random_dets(50, 3, 5)
+    idx, classes, det_scores = CrossClassFastNMS(**_kwargs(top_k=30))(boxes, scores)
+    best, best_cls = scores.max(1)
+    ranked = [r for r in best.argsort(descending=True).tolist() if best[r] >= 0.05][:30]
+    keep = [rj for j, rj in enumerate(ranked) if all(_iou(boxes[ri].tolist(), boxes[rj].tolist()) <= 0.5
+                                                    for ri in ranked[:j])]
+    assert idx.tolist() == keep
+    assert classes.tolist() == best_cls[keep].tolist()
+    torch.testing.assert_close(det_scores, best[keep])
+
+
+def test_standard_nms_matches_torchvision_per_class():
+    boxes, scores = _random_dets(80, 3, 7)
+    idx, classes, det_scores = StandardNMS(**_kwargs(top_k=50, max_detections=1000))(boxes, scores)
+    expected = []
+    for c in range(3):
+        ranked = scores[:, c].argsort(descending=True)[:50]
+        ranked = ranked[scores[ranked, c] >= 0.05]
+        for r in ranked[nms(boxes[ranked], scores[ranked, c], 0.5)].tolist():
+            expected.append((float(scores[r, c]), r, c))
+    expected.sort(key=lambda d: -d[0])
+    assert list(zip(idx.tolist(), classes.tolist())) == [(r, c) for _, r, c in expected]
+
+
+def test_nms_with_no_candidates_returns_empty():
+    boxes, scores = _random_dets(10, 3, 0)
+    for cls in (FastNMS, CrossClassFastNMS, StandardNMS):
+        idx, classes, det_scores = cls(**_kwargs(score_thresh=2.0))(boxes, scores)
+        assert idx.shape == classes.shape == det_scores.shape == (0,)
+
+
+def test_batched_box_iou_matches_pairwise_loop():
+    a, _ = _random_dets(6, 1, 1)
+    b, _ = _random_dets(5, 1, 2)
+    iou = batched_box_iou(a[None].expand(2, -1, -1), b[None].expand(2, -1, -1))
+    expected = torch.tensor([[_iou(x, y) for y in b.tolist()] for x in a.tolist()])
+    torch.testing.assert_close(iou, expected[None].expand(2, -1, -1))
+
+
+def test_assembly_and_crop_match_explicit_per_instance_sum():
+    g = torch.Generator().manual_seed(0)
+    k, h, w = 4, 12, 10
+    protos = torch.rand(k, h, w, generator=g)
+    coefs = torch.rand(3, k, generator=g) * 2 - 1
+    boxes = torch.tensor([[2.2, 3.0, 6.5, 8.9], [0.0, 0.0, 10.0, 12.0], [7.0, 9.5, 7.5, 10.0]])
+    masks = assemble_mask_logits(protos, coefs).sigmoid() * box_crop_masks(boxes, (h, w))
+    for d in range(3):
+        x1, y1, x2, y2 = boxes[d].tolist()
+        for r in range(h):
+            for c in range(w):
+                logit = sum(coefs[d, i] * protos[i, r, c] for i in range(k))
+                inside = max(x1 - 1, 0) <= c < min(x2 + 1, w) and max(y1 - 1, 0) <= r < min(y2 + 1, h)
+                expected = torch.sigmoid(logit) if inside else torch.tensor(0.0)
+                torch.testing.assert_close(masks[d, r, c], expected)
+
+
+def test_masks_to_image_maps_the_region_onto_the_output():
+    masks = torch.zeros(1, 8, 8)
+    masks[0, :4, :4] = 1.0  # top-left quarter of the input
+    full = masks_to_image(masks, (8, 8), (8, 8), (20, 40), 0.5)
+    assert full.shape == (1, 20, 40) and full.dtype == torch.bool
+    # the quarter maps onto rows < 10, columns < 20 (bilinear blurs the one-pixel border)
+    assert full[0, :9, :19].all() and not full[0, 11:].any() and not full[0, :, 21:].any()
+    assert 9 * 19 <= full.sum() <= 11 * 21
+    # the image occupies only the top half of the (padded) input: that half maps onto the whole output
+    half = masks_to_image(masks, (4, 8), (8, 8), (20, 40), 0.5)
+    assert half[0, :19, :19].all() and not half[0, :, 21:].any() and half.shape == (1, 20, 40)
+    assert masks_to_image(torch.zeros(0, 8, 8), (8, 8), (8, 8), (5, 6), 0.5).shape == (0, 5, 6)

@@ -1,0 +1,119 @@
+"""Config keys of yolact_d2, added to a detectron2 config by :func:`add_yolact_config`."""
+from detectron2.config import CfgNode as CN
+
+
+def add_yolact_config(cfg):
+    """
+    Add the keys of YOLACT / YOLACT++ to a detectron2 config, in place, with the paper's defaults.
+
+    Everything specific to YOLACT lives under ``cfg.MODEL.YOLACT``; detectron2's own keys
+    (``MODEL.RESNETS``, ``MODEL.FPN``, ``MODEL.PIXEL_MEAN``, ``INPUT.FORMAT``, ``TEST.DETECTIONS_PER_IMAGE``,
+    ``SOLVER``...) keep their meaning. Pixel statistics go with the weights:
+
+    * detectron2's MSRA ImageNet weights (``detectron2://ImageNetPretrained/MSRA/R-50.pkl``): ``INPUT.FORMAT
+      "BGR"``, ``PIXEL_MEAN [103.53, 116.28, 123.675]``, ``PIXEL_STD [1, 1, 1]``, ``STRIDE_IN_1X1 True``
+      (the defaults of ``configs/Base-YOLACT.yaml``);
+    * the original YOLACT / torchvision weights: ``INPUT.FORMAT "RGB"``, ``PIXEL_MEAN [123.68, 116.78,
+      103.94]``, ``PIXEL_STD [58.40, 57.12, 57.38]``, ``STRIDE_IN_1X1 False`` (``configs/original/``).
+    """
+    _C = cfg
+    _C.MODEL.YOLACT = CN()
+    # Foreground classes (background is extra: the class branch predicts NUM_CLASSES + 1 logits, background last).
+    _C.MODEL.YOLACT.NUM_CLASSES = 80
+    # k, the number of prototypes and of coefficients per anchor.
+    _C.MODEL.YOLACT.NUM_PROTOTYPES = 32
+    # Backbone feature maps the prediction head runs on (shared weights across them).
+    _C.MODEL.YOLACT.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+    # Network input: images are resized to INPUT_SIZE x INPUT_SIZE. With PRESERVE_ASPECT_RATIO the longer side
+    # is resized to INPUT_SIZE and the rest padded (with the pixel mean); the paper does not preserve it.
+    _C.MODEL.YOLACT.INPUT_SIZE = 550
+    _C.MODEL.YOLACT.PRESERVE_ASPECT_RATIO = False
+
+    # FPN as modified by YOLACT: P3-P5 from res3-res5 (detectron2's MODEL.FPN.*), then P6 and P7 by stride-2
+    # 3x3 convs starting from P5.
+    _C.MODEL.YOLACT.FPN = CN()
+    # Upsampling of the coarser level in the top-down path ("bilinear" in the original, "nearest" in detectron2).
+    _C.MODEL.YOLACT.FPN.INTERPOLATION = "bilinear"
+    # ReLU on P3-P5 after their 3x3 output convs (the original does this).
+    _C.MODEL.YOLACT.FPN.RELU_OUTPUTS = True
+    # ReLU between the P6 and P7 convs (the original has none).
+    _C.MODEL.YOLACT.FPN.RELU_BEFORE_P7 = False
+
+    # Protonet: an FCN on PROTONET.IN_FEATURE giving k prototypes at 1/4 of the input resolution.
+    _C.MODEL.YOLACT.PROTONET = CN()
+    _C.MODEL.YOLACT.PROTONET.NAME = "ProtoNet"
+    _C.MODEL.YOLACT.PROTONET.IN_FEATURE = "p3"
+    # 3x3 conv + ReLU layers before the upsampling...
+    _C.MODEL.YOLACT.PROTONET.CONV_DIMS = [256, 256, 256]
+    # ...the bilinear upsampling factor...
+    _C.MODEL.YOLACT.PROTONET.UPSAMPLE_FACTOR = 2
+    # ...and 3x3 conv + ReLU layers after it, then a 1x1 conv to k prototypes and a ReLU.
+    _C.MODEL.YOLACT.PROTONET.POST_UPSAMPLE_CONV_DIMS = [256]
+
+    # Prediction head, shared across IN_FEATURES.
+    _C.MODEL.YOLACT.HEAD = CN()
+    _C.MODEL.YOLACT.HEAD.NAME = "YolactHead"
+    # 3x3 conv + ReLU layers shared by the class, box and coefficient branches.
+    _C.MODEL.YOLACT.HEAD.SHARED_CONV_DIMS = [256]
+
+    # Anchors, in pixels of the network input (scale them with INPUT_SIZE: the paper's are for 550).
+    _C.MODEL.YOLACT.ANCHOR = CN()
+    # One list of sizes per level (YOLACT++: three per level, size * 2 ** (j / 3)).
+    _C.MODEL.YOLACT.ANCHOR.SIZES = [[24], [48], [96], [192], [384]]
+    # One list of aspect ratios (w / h) for all levels: width = size * sqrt(ar), height = size / sqrt(ar).
+    _C.MODEL.YOLACT.ANCHOR.ASPECT_RATIOS = [[1.0, 0.5, 2.0]]
+    # The original v1 code made every anchor square (h = w), a bug its released v1 checkpoints depend on.
+    # True only for those (configs/original/yolact_*); YOLACT++ and new training use real aspect ratios.
+    _C.MODEL.YOLACT.ANCHOR.SQUARE = False
+    # SSD box coding with variances (0.1, 0.2), i.e. Box2BoxTransform weights (10, 10, 5, 5).
+    _C.MODEL.YOLACT.BBOX_REG_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+
+    # Anchor matching (training).
+    _C.MODEL.YOLACT.MATCHER = CN()
+    _C.MODEL.YOLACT.MATCHER.POSITIVE_IOU = 0.5
+    _C.MODEL.YOLACT.MATCHER.NEGATIVE_IOU = 0.4
+    # Anchors overlapping a crowd box by more than this are neither positive nor negative.
+    _C.MODEL.YOLACT.MATCHER.CROWD_IOU = 0.7
+
+    # Losses (training).
+    _C.MODEL.YOLACT.LOSS = CN()
+    _C.MODEL.YOLACT.LOSS.CLS_WEIGHT = 1.0
+    _C.MODEL.YOLACT.LOSS.BOX_WEIGHT = 1.5
+    _C.MODEL.YOLACT.LOSS.MASK_WEIGHT = 6.125
+    _C.MODEL.YOLACT.LOSS.SEM_SEG_WEIGHT = 1.0
+    # Online hard example mining: negatives kept per positive.
+    _C.MODEL.YOLACT.LOSS.OHEM_NEG_POS_RATIO = 3
+    # Positives per image whose masks are assembled and trained (sampled at random when there are more).
+    _C.MODEL.YOLACT.LOSS.MASKS_TO_TRAIN = 100
+    # Semantic segmentation auxiliary branch (a 1x1 conv on SEM_SEG_IN_FEATURE; training only).
+    _C.MODEL.YOLACT.LOSS.SEM_SEG = True
+    _C.MODEL.YOLACT.LOSS.SEM_SEG_IN_FEATURE = "p3"
+
+    # Post-processing (inference).
+    _C.MODEL.YOLACT.POSTPROCESS = CN()
+    # "FastNMS", "CrossClassFastNMS" or "StandardNMS" (POSTPROCESSOR_REGISTRY).
+    _C.MODEL.YOLACT.POSTPROCESS.NAME = "FastNMS"
+    _C.MODEL.YOLACT.POSTPROCESS.NMS_THRESH = 0.5
+    # Candidates per class entering NMS.
+    _C.MODEL.YOLACT.POSTPROCESS.TOP_K = 200
+    # Anchors whose best foreground score is below this are dropped before NMS.
+    _C.MODEL.YOLACT.POSTPROCESS.SCORE_THRESH = 0.05
+    # Also drop, after NMS, (anchor, class) pairs below SCORE_THRESH (the original's "second threshold").
+    _C.MODEL.YOLACT.POSTPROCESS.SECOND_SCORE_THRESH = False
+    # Assembled masks are binarised at this probability. The number of detections kept per image is
+    # detectron2's TEST.DETECTIONS_PER_IMAGE.
+    _C.MODEL.YOLACT.POSTPROCESS.MASK_THRESH = 0.5
+
+    # Paper defaults of detectron2 keys that YOLACT reads.
+    _C.TEST.DETECTIONS_PER_IMAGE = 100
+
+    # Training-time data augmentation of the YOLACT dataset mapper (SSD-style, as the original). Horizontal
+    # flipping follows detectron2's INPUT.RANDOM_FLIP ("horizontal" or "none"); evaluation uses none of these.
+    _C.INPUT.YOLACT_AUG = CN()
+    # Random brightness, contrast, saturation, hue (and channel order) distortion.
+    _C.INPUT.YOLACT_AUG.PHOTOMETRIC = True
+    # Zoom out: place the image on a canvas of the mean colour up to MAX_EXPAND times as large (per side).
+    _C.INPUT.YOLACT_AUG.EXPAND = True
+    _C.INPUT.YOLACT_AUG.MAX_EXPAND = 4.0
+    # Random sample crop with a minimum IoU constraint; keeps instances whose box centres stay inside.
+    _C.INPUT.YOLACT_AUG.SAMPLE_CROP = True

@@ -1,0 +1,1 @@
+from .blocks import conv_relu_stack

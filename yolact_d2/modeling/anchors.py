@@ -1,0 +1,93 @@
+"""YOLACT's anchors (priors) and their SSD box coding."""
+import math
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from detectron2.modeling.box_regression import Box2BoxTransform
+
+__all__ = ["YolactAnchorGenerator", "build_box2box_transform"]
+
+
+class YolactAnchorGenerator(nn.Module):
+    """
+    Anchors of every pyramid level, as YOLACT lays them out. For a level of Hl x Wl cells on an input of
+    H x W pixels, cell (row i, column j) has its centre at ((j + 0.5) / Wl * W, (i + 0.5) / Hl * H), and
+    for each size s of the level, then each aspect ratio ar (= w / h), an anchor of width s * sqrt(ar) and
+    height s / sqrt(ar) pixels (height = width with ``square``, the v1 behaviour).
+
+    Anchors are ordered by level, row, column, size, aspect ratio, the order of the head's outputs, and
+    cached per (feature sizes, image size, device, dtype).
+    """
+
+    def __init__(self, sizes: Sequence[Sequence[float]], aspect_ratios: Sequence[float], square: bool):
+        super().__init__()
+        self.sizes = [list(map(float, s)) for s in sizes]
+        self.aspect_ratios = list(map(float, aspect_ratios))
+        self.square = square
+        if len({len(s) for s in self.sizes}) != 1:
+            raise ValueError(f"Every level needs the same number of anchor sizes; got {self.sizes}")
+        self._cache: Dict[tuple, torch.Tensor] = {}
+
+    @classmethod
+    def from_config(cls, cfg):
+        acfg = cfg.MODEL.YOLACT.ANCHOR
+        ratios = acfg.ASPECT_RATIOS
+        if len(ratios) != 1:
+            raise ValueError(f"MODEL.YOLACT.ANCHOR.ASPECT_RATIOS must hold one list for all levels; got {ratios}")
+        if len(acfg.SIZES) != len(cfg.MODEL.YOLACT.IN_FEATURES):
+            raise ValueError(
+                f"MODEL.YOLACT.ANCHOR.SIZES has {len(acfg.SIZES)} levels but MODEL.YOLACT.IN_FEATURES has "
+                f"{len(cfg.MODEL.YOLACT.IN_FEATURES)}"
+            )
+        return cls(acfg.SIZES, ratios[0], acfg.SQUARE)
+
+    @property
+    def num_anchors(self) -> int:
+        """Anchors per location."""
+        return len(self.sizes[0]) * len(self.aspect_ratios)
+
+    def _cell_shapes(self, level: int) -> List[Tuple[float, float]]:
+        """(width, height) in pixels of the anchors of one cell, in size-then-ratio order."""
+        shapes = []
+        for size in self.sizes[level]:
+            for ar in self.aspect_ratios:
+                w = size * math.sqrt(ar)
+                shapes.append((w, w if self.square else size / math.sqrt(ar)))
+        return shapes
+
+    def _level_anchors(self, level, grid, image_size, device, dtype) -> torch.Tensor:
+        (hl, wl), (h, w) = grid, image_size
+        cy = (torch.arange(hl, device=device, dtype=dtype) + 0.5) * (h / hl)
+        cx = (torch.arange(wl, device=device, dtype=dtype) + 0.5) * (w / wl)
+        cy, cx = torch.meshgrid(cy, cx, indexing="ij")
+        centres = torch.stack([cx, cy], -1).reshape(-1, 1, 2)  # (Hl * Wl, 1, 2)
+        half = torch.tensor(self._cell_shapes(level), device=device, dtype=dtype)[None] / 2  # (1, A, 2)
+        return torch.cat([centres - half, centres + half], -1).reshape(-1, 4)
+
+    def forward(self, grid_sizes: List[Tuple[int, int]], image_size: Tuple[int, int], device=None,
+                dtype=torch.float32) -> torch.Tensor:
+        """
+        Args:
+            grid_sizes: (Hl, Wl) of each level's feature map.
+            image_size: (H, W) of the network input in pixels.
+        Returns:
+            anchors (R, 4), XYXY in input pixels, R = sum_l Hl * Wl * A.
+        """
+        if len(grid_sizes) != len(self.sizes):
+            raise ValueError(f"Got {len(grid_sizes)} feature maps for {len(self.sizes)} anchor levels")
+        key = (tuple(map(tuple, grid_sizes)), tuple(image_size), str(device), dtype)
+        if key not in self._cache:
+            self._cache[key] = torch.cat(
+                [self._level_anchors(i, g, image_size, device, dtype) for i, g in enumerate(grid_sizes)]
+            )
+        return self._cache[key]
+
+
+def build_box2box_transform(cfg) -> Box2BoxTransform:
+    """
+    SSD box coding (variances 0.1 for centres, 0.2 for sizes), which is detectron2's Box2BoxTransform with
+    weights (10, 10, 5, 5): dx = (gx - ax) / (0.1 aw), dw = log(gw / aw) / 0.2.
+    """
+    return Box2BoxTransform(weights=tuple(cfg.MODEL.YOLACT.BBOX_REG_WEIGHTS))

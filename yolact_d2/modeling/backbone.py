@@ -1,0 +1,93 @@
+"""ResNet-FPN backbone of YOLACT: P3-P5 from res3-res5, P6 and P7 by stride-2 convs from P5."""
+import fvcore.nn.weight_init as weight_init
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY, FPN
+from detectron2.modeling.backbone.resnet import build_resnet_backbone
+
+__all__ = ["YolactFPN", "YolactTopBlock", "build_yolact_resnet_fpn_backbone"]
+
+
+class YolactTopBlock(nn.Module):
+    """
+    P6 = conv3x3/2(P5), P7 = conv3x3/2(P6): the extra levels of YOLACT, computed from the FPN output P5
+    (RetinaNet computes them from C5). Parameter names follow detectron2's ``LastLevelP6P7``.
+    """
+
+    def __init__(self, channels: int, relu_before_p7: bool = False, in_feature: str = "p5"):
+        super().__init__()
+        self.num_levels = 2
+        self.in_feature = in_feature
+        self.relu_before_p7 = relu_before_p7
+        self.p6 = nn.Conv2d(channels, channels, 3, 2, 1)
+        self.p7 = nn.Conv2d(channels, channels, 3, 2, 1)
+        for module in (self.p6, self.p7):
+            weight_init.c2_xavier_fill(module)
+
+    def forward(self, p5):
+        p6 = self.p6(p5)
+        p7 = self.p7(F.relu(p6) if self.relu_before_p7 else p6)
+        return [p6, p7]
+
+
+class YolactFPN(FPN):
+    """
+    detectron2's :class:`FPN` (same modules and parameter names) with YOLACT's top-down path: the coarser
+    level is resized to the exact size of the finer one (so any input size works without padding), with
+    a configurable interpolation, and the 3x3 output convs may be followed by a ReLU as in the original.
+
+    Output: dict "p3".."p7" -> (N, C, Hi, Wi), Hi = ceil(H / 2**i) for the ResNet strides.
+    """
+
+    def __init__(self, *args, interpolation: str = "bilinear", relu_outputs: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.interpolation = interpolation
+        self.relu_outputs = relu_outputs
+
+    @property
+    def size_divisibility(self):
+        return 0
+
+    def _upsample(self, x, size):
+        if self.interpolation == "nearest":
+            return F.interpolate(x, size=size, mode="nearest")
+        return F.interpolate(x, size=size, mode=self.interpolation, align_corners=False)
+
+    def forward(self, x):
+        bottom_up = self.bottom_up(x)
+        inputs = [bottom_up[f] for f in self.in_features[::-1]]  # coarsest first
+        prev = self.lateral_convs[0](inputs[0])
+        results = [self.output_convs[0](prev)]
+        for feature, lateral_conv, output_conv in zip(inputs[1:], self.lateral_convs[1:], self.output_convs[1:]):
+            prev = lateral_conv(feature) + self._upsample(prev, feature.shape[-2:])
+            if self._fuse_type == "avg":
+                prev = prev / 2
+            results.insert(0, output_conv(prev))
+        if self.relu_outputs:
+            results = [F.relu(r) for r in results]
+        if self.top_block is not None:
+            results.extend(self.top_block(results[self._out_features.index(self.top_block.in_feature)]))
+        return dict(zip(self._out_features, results))
+
+
+@BACKBONE_REGISTRY.register()
+def build_yolact_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
+    """
+    detectron2's ResNet (``MODEL.RESNETS.*``; OUT_FEATURES res3-res5) + :class:`YolactFPN`
+    (``MODEL.FPN.*`` and ``MODEL.YOLACT.FPN.*``) giving p3-p7 with ``MODEL.FPN.OUT_CHANNELS`` channels.
+    """
+    bottom_up = build_resnet_backbone(cfg, input_shape)
+    out_channels = cfg.MODEL.FPN.OUT_CHANNELS
+    yfpn = cfg.MODEL.YOLACT.FPN
+    return YolactFPN(
+        bottom_up=bottom_up,
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=out_channels,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=YolactTopBlock(out_channels, relu_before_p7=yfpn.RELU_BEFORE_P7),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+        interpolation=yfpn.INTERPOLATION,
+        relu_outputs=yfpn.RELU_OUTPUTS,
+    )

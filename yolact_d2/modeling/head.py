@@ -1,0 +1,92 @@
+"""YOLACT's prediction head: class, box and mask-coefficient branches shared across pyramid levels."""
+from typing import Dict, List, Tuple
+
+import fvcore.nn.weight_init as weight_init
+import torch
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.utils.registry import Registry
+
+from ..layers import conv_relu_stack
+
+__all__ = ["YOLACT_HEAD_REGISTRY", "YolactHead", "build_yolact_head"]
+
+YOLACT_HEAD_REGISTRY = Registry("YOLACT_HEAD")
+YOLACT_HEAD_REGISTRY.__doc__ = """
+Registry for YOLACT prediction heads, selected by ``MODEL.YOLACT.HEAD.NAME``; called as
+``obj(cfg, input_shapes, num_anchors)`` with the ShapeSpecs of ``MODEL.YOLACT.IN_FEATURES`` and the number
+of anchors per location. A head maps a list of feature maps to (class logits, box deltas, coefficients),
+each concatenated over levels: (N, R, C + 1), (N, R, 4), (N, R, k).
+"""
+
+
+def _flatten(x: torch.Tensor, last_dim: int) -> torch.Tensor:
+    """(N, A * D, H, W) -> (N, H * W * A, D): row, column, then anchor, as the anchors are ordered."""
+    n = x.shape[0]
+    return x.permute(0, 2, 3, 1).reshape(n, -1, last_dim)
+
+
+@YOLACT_HEAD_REGISTRY.register()
+class YolactHead(nn.Module):
+    """
+    RetinaNet-style but lighter: shared 3x3 conv + ReLU layers, then three parallel 3x3 convs giving per
+    anchor C + 1 class logits (background last, for a softmax), 4 box deltas (SSD coding) and k mask
+    coefficients (tanh). One set of weights for every pyramid level.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        num_anchors: int,
+        num_classes: int,
+        num_prototypes: int,
+        shared_conv_dims: List[int],
+    ):
+        super().__init__()
+        self.num_classes = num_classes
+        self.num_prototypes = num_prototypes
+        self.shared = conv_relu_stack(in_channels, shared_conv_dims)
+        dim = shared_conv_dims[-1] if shared_conv_dims else in_channels
+        self.cls_score = nn.Conv2d(dim, num_anchors * (num_classes + 1), 3, padding=1)
+        self.bbox_pred = nn.Conv2d(dim, num_anchors * 4, 3, padding=1)
+        self.coef_pred = nn.Conv2d(dim, num_anchors * num_prototypes, 3, padding=1)
+        for layer in (self.cls_score, self.bbox_pred, self.coef_pred):
+            weight_init.c2_xavier_fill(layer)
+
+    @classmethod
+    def from_config(cls, cfg, input_shapes: List[ShapeSpec], num_anchors: int):
+        channels = {s.channels for s in input_shapes}
+        if len(channels) != 1:
+            raise ValueError(f"YolactHead shares weights across levels; got channel counts {sorted(channels)}")
+        return {
+            "in_channels": channels.pop(),
+            "num_anchors": num_anchors,
+            "num_classes": cfg.MODEL.YOLACT.NUM_CLASSES,
+            "num_prototypes": cfg.MODEL.YOLACT.NUM_PROTOTYPES,
+            "shared_conv_dims": list(cfg.MODEL.YOLACT.HEAD.SHARED_CONV_DIMS),
+        }
+
+    def forward(self, features: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """
+        Args:
+            features: per level (N, C, Hi, Wi).
+        Returns:
+            cls_logits (N, R, num_classes + 1), box_deltas (N, R, 4), coefficients (N, R, k) in [-1, 1],
+            R = sum_i Hi * Wi * A, ordered by level, row, column, anchor.
+        """
+        cls_logits, box_deltas, coefs = [], [], []
+        for x in features:
+            x = self.shared(x)
+            cls_logits.append(_flatten(self.cls_score(x), self.num_classes + 1))
+            box_deltas.append(_flatten(self.bbox_pred(x), 4))
+            coefs.append(_flatten(self.coef_pred(x), self.num_prototypes))
+        return torch.cat(cls_logits, 1), torch.cat(box_deltas, 1), torch.tanh(torch.cat(coefs, 1))
+
+
+def build_yolact_head(cfg, input_shapes: List[ShapeSpec], num_anchors: int) -> nn.Module:
+    """Build the head named by ``MODEL.YOLACT.HEAD.NAME``."""
+    return YOLACT_HEAD_REGISTRY.get(cfg.MODEL.YOLACT.HEAD.NAME)(cfg, input_shapes, num_anchors)

@@ -1,0 +1,224 @@
+"""
+YOLACT's training losses, with the original's definitions and normalisations: anchor matching, softmax
+class loss with OHEM, smooth-L1 box loss, mask BCE on assembled masks cropped by the GT box, and the
+semantic-segmentation auxiliary loss.
+
+Coordinates: anchors and GT boxes are XYXY in pixels of the (square, S x S) network input.
+"""
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.layers import ShapeSpec
+from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.structures import Boxes, Instances
+
+from .postprocessing import assemble_mask_logits, batched_box_iou, box_crop_masks
+
+__all__ = ["match_anchors", "ohem_negatives", "YolactLoss"]
+
+POSITIVE, NEGATIVE, NEUTRAL = 1, 0, -1
+
+
+def _crowd_overlap(anchors: torch.Tensor, crowd_boxes: torch.Tensor) -> torch.Tensor:
+    """Best (intersection / anchor area) of each anchor (R, 4) with the crowd boxes (M, 4): (R,)."""
+    if crowd_boxes.shape[0] == 0:
+        return anchors.new_zeros(anchors.shape[0])
+    lt = torch.maximum(anchors[:, None, :2], crowd_boxes[None, :, :2])
+    rb = torch.minimum(anchors[:, None, 2:], crowd_boxes[None, :, 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area = ((anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])).clamp(min=1e-12)
+    return (inter / area[:, None]).max(dim=1).values
+
+
+def match_anchors(
+    anchors: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    crowd_boxes: torch.Tensor,
+    positive_iou: float,
+    negative_iou: float,
+    crowd_iou: float,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """
+    YOLACT's (SSD's) matching. Each anchor takes the GT it overlaps most: positive if IoU >= positive_iou,
+    negative if < negative_iou, neutral in between. Then, greedily by decreasing IoU, each GT claims its
+    best anchor as a positive (an anchor and a GT are claimed once). Finally non-positive anchors covered
+    by a crowd box for more than ``crowd_iou`` of their area are neutral.
+
+    Args:
+        anchors: (R, 4); gt_boxes: (G, 4); crowd_boxes: (M, 4).
+    Returns:
+        matched (R,) int64 index of the matched GT (0 where G == 0), state (R,) int64: 1 positive,
+        0 negative, -1 neutral.
+    """
+    num_anchors = anchors.shape[0]
+    matched = torch.zeros(num_anchors, dtype=torch.int64, device=anchors.device)
+    state = torch.full_like(matched, NEGATIVE)
+    if gt_boxes.shape[0] > 0:
+        iou = batched_box_iou(gt_boxes, anchors)  # (G, R)
+        best_iou, matched = iou.max(dim=0)
+        for _ in range(gt_boxes.shape[0]):
+            best_per_gt, best_anchor = iou.max(dim=1)
+            gt = best_per_gt.argmax()
+            anchor = best_anchor[gt]
+            iou[:, anchor] = -1
+            iou[gt, :] = -1
+            best_iou[anchor] = 2.0
+            matched[anchor] = gt
+        state = torch.where(best_iou >= positive_iou, POSITIVE, torch.where(best_iou < negative_iou, NEGATIVE, NEUTRAL))
+    crowded = (_crowd_overlap(anchors, crowd_boxes) > crowd_iou) & (state != POSITIVE)
+    return matched, torch.where(crowded, torch.full_like(state, NEUTRAL), state)
+
+
+def ohem_negatives(background_loss: torch.Tensor, state: torch.Tensor, neg_pos_ratio: int) -> torch.Tensor:
+    """
+    Online hard example mining: per image, the ``neg_pos_ratio * num_positives`` negatives with the highest
+    background loss (-log p_background); positives and neutrals are never chosen.
+
+    Args:
+        background_loss: (N, R); state: (N, R) as from :func:`match_anchors`.
+    Returns:
+        bool (N, R), the chosen negatives.
+    """
+    loss = background_loss.detach().masked_fill(state != NEGATIVE, -1.0)
+    rank = loss.argsort(dim=1, descending=True).argsort(dim=1)
+    num_pos = (state == POSITIVE).sum(dim=1, keepdim=True)
+    num_neg = (neg_pos_ratio * num_pos).clamp(max=state.shape[1] - 1)
+    return (rank < num_neg) & (state == NEGATIVE)
+
+
+def downsample_masks(masks: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """bool/float masks (G, H, W) -> float {0, 1} (G, h, w): bilinear (half-pixel centres), then > 0.5."""
+    if masks.shape[0] == 0:
+        return masks.new_zeros((0, *size), dtype=torch.float32)
+    resized = F.interpolate(masks[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+    return (resized > 0.5).float()
+
+
+class YolactLoss(nn.Module):
+    """
+    All of YOLACT's training losses. Owns the semantic-segmentation 1x1 conv (training only: inference
+    never runs it). Box, class and mask losses are divided by the number of positives in the batch,
+    the semantic loss by the batch size and the area of its feature map, as the original.
+    """
+
+    def __init__(self, cfg, input_shape: Dict[str, ShapeSpec]):
+        super().__init__()
+        ycfg = cfg.MODEL.YOLACT
+        self.num_classes = ycfg.NUM_CLASSES
+        self.input_size = ycfg.INPUT_SIZE
+        self.matcher_cfg = (ycfg.MATCHER.POSITIVE_IOU, ycfg.MATCHER.NEGATIVE_IOU, ycfg.MATCHER.CROWD_IOU)
+        lcfg = ycfg.LOSS
+        self.weights = {
+            "loss_cls": lcfg.CLS_WEIGHT,
+            "loss_box_reg": lcfg.BOX_WEIGHT,
+            "loss_mask": lcfg.MASK_WEIGHT,
+            "loss_sem_seg": lcfg.SEM_SEG_WEIGHT,
+        }
+        self.neg_pos_ratio = lcfg.OHEM_NEG_POS_RATIO
+        self.masks_to_train = lcfg.MASKS_TO_TRAIN
+        self.sem_seg_in_feature = lcfg.SEM_SEG_IN_FEATURE
+        self.semantic_seg_conv = (
+            nn.Conv2d(input_shape[lcfg.SEM_SEG_IN_FEATURE].channels, self.num_classes, 1) if lcfg.SEM_SEG else None
+        )
+
+    def match(self, anchors: torch.Tensor, gt_instances: List[Instances], crowd_boxes: List[Boxes]):
+        """Per image matching; returns matched GT indices (N, R) and states (N, R)."""
+        results = [
+            match_anchors(anchors, gt.gt_boxes.tensor, crowd.tensor, *self.matcher_cfg)
+            for gt, crowd in zip(gt_instances, crowd_boxes)
+        ]
+        return torch.stack([r[0] for r in results]), torch.stack([r[1] for r in results])
+
+    def class_loss(self, cls_logits, gt_instances, matched, state) -> torch.Tensor:
+        """Softmax CE over positives and OHEM negatives (background is the last class), summed."""
+        background_loss = torch.logsumexp(cls_logits, dim=-1) - cls_logits[..., -1]
+        selected = (state == POSITIVE) | ohem_negatives(background_loss, state, self.neg_pos_ratio)
+        gt_classes = torch.stack([
+            gt.gt_classes[m] if len(gt) > 0 else torch.zeros_like(m) for gt, m in zip(gt_instances, matched)
+        ])
+        targets = torch.where(state == POSITIVE, gt_classes, torch.full_like(gt_classes, self.num_classes))
+        return F.cross_entropy(cls_logits[selected], targets[selected], reduction="sum")
+
+    def box_loss(self, box_deltas, anchors, gt_instances, matched, state, box2box_transform) -> torch.Tensor:
+        """Smooth-L1 (beta 1) on the SSD-encoded deltas of positive anchors, summed."""
+        losses = []
+        for deltas, gt, m, s in zip(box_deltas, gt_instances, matched, state):
+            pos = s == POSITIVE
+            if pos.any():
+                target = box2box_transform.get_deltas(anchors[pos], gt.gt_boxes.tensor[m[pos]])
+                losses.append(F.smooth_l1_loss(deltas[pos], target, beta=1.0, reduction="sum"))
+        return torch.stack(losses).sum() if losses else box_deltas.sum() * 0
+
+    def mask_loss(self, prototypes, coefs, gt_instances, matched, state) -> torch.Tensor:
+        """
+        For up to ``masks_to_train`` random positives per image: BCE of sigmoid(P C^T) against the GT mask at
+        prototype resolution, both cropped by the GT box (1 px padding), each mask's sum divided by its GT
+        box area in prototype pixels; summed.
+        """
+        proto_size = tuple(prototypes.shape[-2:])
+        scale = prototypes.new_tensor([proto_size[1], proto_size[0]] * 2) / self.input_size
+        total = prototypes.sum() * 0 + coefs.sum() * 0
+        for protos, coef, gt, m, s in zip(prototypes, coefs, gt_instances, matched, state):
+            pos = (s == POSITIVE).nonzero().squeeze(1)
+            if pos.numel() == 0:
+                continue
+            if pos.numel() > self.masks_to_train:
+                pos = pos[torch.randperm(pos.numel(), device=pos.device)[: self.masks_to_train]]
+            gt_idx = m[pos]
+            boxes = gt.gt_boxes.tensor[gt_idx] * scale
+            target = downsample_masks(gt.gt_masks.tensor, proto_size)[gt_idx]
+            logits = assemble_mask_logits(protos, coef[pos])
+            bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+            bce = bce * box_crop_masks(boxes, proto_size)
+            area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1e-6)
+            total = total + (bce.sum(dim=(1, 2)) / area).sum()
+        return total
+
+    def semantic_loss(self, features, gt_instances) -> torch.Tensor:
+        """Sigmoid BCE of a 1x1 conv on the feature map against per-class unions of GT masks, / (h * w)."""
+        logits = self.semantic_seg_conv(features[self.sem_seg_in_feature])  # (N, C, h, w)
+        size = tuple(logits.shape[-2:])
+        targets = torch.stack([self._class_unions(gt, size) for gt in gt_instances]).to(logits.dtype)
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / (size[0] * size[1])
+
+    def _class_unions(self, gt: Instances, size: Tuple[int, int]) -> torch.Tensor:
+        """(C, h, w) {0, 1}: for each class the union of its GT masks downsampled to ``size``."""
+        masks = downsample_masks(gt.gt_masks.tensor, size).flatten(1)  # (G, h * w)
+        one_hot = F.one_hot(gt.gt_classes, self.num_classes).t().to(masks.dtype)  # (C, G)
+        return (one_hot @ masks).clamp(max=1).reshape(self.num_classes, *size)
+
+    def forward(self, predictions: Dict, gt_instances: List[Instances], crowd_boxes: List[Boxes],
+                box2box_transform: Box2BoxTransform) -> Dict[str, torch.Tensor]:
+        """
+        Args:
+            predictions: from ``YOLACT._predict``: cls_logits (N, R, C + 1), box_deltas (N, R, 4),
+                coefs (N, R, k), prototypes (N, k, Hp, Wp), anchors (R, 4), features (dict).
+            gt_instances: per image, ``gt_boxes``, ``gt_classes``, ``gt_masks`` (BitMasks, S x S).
+            crowd_boxes: per image, crowd regions (M, 4).
+        Returns:
+            dict of weighted losses.
+        """
+        for gt in gt_instances:
+            if len(gt) > 0 and int(gt.gt_classes.max()) >= self.num_classes:
+                raise ValueError(
+                    f"A GT class id {int(gt.gt_classes.max())} is >= MODEL.YOLACT.NUM_CLASSES="
+                    f"{self.num_classes}: the config's class count disagrees with the dataset"
+                )
+        anchors = predictions["anchors"]
+        matched, state = self.match(anchors, gt_instances, crowd_boxes)
+        num_pos = max(int((state == POSITIVE).sum()), 1)
+        losses = {
+            "loss_cls": self.class_loss(predictions["cls_logits"], gt_instances, matched, state) / num_pos,
+            "loss_box_reg": self.box_loss(
+                predictions["box_deltas"], anchors, gt_instances, matched, state, box2box_transform
+            ) / num_pos,
+            "loss_mask": self.mask_loss(
+                predictions["prototypes"], predictions["coefs"], gt_instances, matched, state
+            ) / num_pos,
+        }
+        if self.semantic_seg_conv is not None:
+            losses["loss_sem_seg"] = self.semantic_loss(predictions["features"], gt_instances) / len(gt_instances)
+        return {k: v * self.weights[k] for k, v in losses.items()}

@@ -1,0 +1,192 @@
+"""The YOLACT meta-architecture: detectron2's ``list[dict]`` in, ``Instances`` (or losses) out."""
+from typing import Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
+from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.structures import Boxes, Instances
+
+from .anchors import YolactAnchorGenerator, build_box2box_transform
+from .head import build_yolact_head
+from .loss import YolactLoss
+from .postprocessing import assemble_mask_logits, box_crop_masks, build_postprocessor, masks_to_image
+from .protonet import build_protonet
+
+__all__ = ["YOLACT"]
+
+
+@META_ARCH_REGISTRY.register()
+class YOLACT(nn.Module):
+    """
+    YOLACT (and YOLACT++ by config): a backbone with an FPN, a protonet producing k prototypes, a head
+    predicting per anchor class scores, box deltas and k mask coefficients; masks are sigmoid(P C^T) cropped
+    by the box.
+
+    Inputs (detectron2's format): a list of dicts with ``image`` (3, H, W) in ``INPUT.FORMAT`` (uint8 or
+    float, any size: images are resized to the square network input inside the model), optional ``height``
+    / ``width`` (output size, default the image's size) and, in training, ``instances`` (``gt_boxes``,
+    ``gt_classes``, ``gt_masks`` in pixels of the network input) and optional ``crowd_boxes``.
+    Outputs: in training a dict of losses; at inference a list of ``{"instances": Instances}`` with
+    ``pred_boxes`` (XYXY, output pixels), ``scores``, ``pred_classes`` and ``pred_masks`` (bool, H x W).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: nn.Module,
+        protonet: nn.Module,
+        head: nn.Module,
+        anchor_generator: YolactAnchorGenerator,
+        box2box_transform: Box2BoxTransform,
+        postprocessor: nn.Module,
+        loss: nn.Module,
+        in_features: List[str],
+        input_size: int,
+        preserve_aspect_ratio: bool,
+        pixel_mean: Tuple[float, ...],
+        pixel_std: Tuple[float, ...],
+        mask_threshold: float,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.protonet = protonet
+        self.head = head
+        self.anchor_generator = anchor_generator
+        self.box2box_transform = box2box_transform
+        self.postprocessor = postprocessor
+        self.loss = loss
+        self.in_features = in_features
+        self.input_size = input_size
+        self.preserve_aspect_ratio = preserve_aspect_ratio
+        self.mask_threshold = mask_threshold
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        backbone = build_backbone(cfg)
+        shapes = backbone.output_shape()
+        in_features = list(cfg.MODEL.YOLACT.IN_FEATURES)
+        missing = [f for f in in_features + [cfg.MODEL.YOLACT.PROTONET.IN_FEATURE] if f not in shapes]
+        if missing:
+            raise ValueError(f"MODEL.YOLACT features {missing} are not backbone outputs {sorted(shapes)}")
+        anchor_generator = YolactAnchorGenerator.from_config(cfg)
+        return {
+            "backbone": backbone,
+            "protonet": build_protonet(cfg, shapes),
+            "head": build_yolact_head(cfg, [shapes[f] for f in in_features], anchor_generator.num_anchors),
+            "anchor_generator": anchor_generator,
+            "box2box_transform": build_box2box_transform(cfg),
+            "postprocessor": build_postprocessor(cfg),
+            "loss": YolactLoss(cfg, shapes),
+            "in_features": in_features,
+            "input_size": cfg.MODEL.YOLACT.INPUT_SIZE,
+            "preserve_aspect_ratio": cfg.MODEL.YOLACT.PRESERVE_ASPECT_RATIO,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "mask_threshold": cfg.MODEL.YOLACT.POSTPROCESS.MASK_THRESH,
+        }
+
+    @property
+    def device(self):
+        return self.pixel_mean.device
+
+    def _input_region(self, h: int, w: int) -> Tuple[int, int]:
+        """(h, w) that an H x W image occupies in the square network input (the rest is padding)."""
+        if not self.preserve_aspect_ratio:
+            return self.input_size, self.input_size
+        scale = self.input_size / max(h, w)
+        return min(self.input_size, round(h * scale)), min(self.input_size, round(w * scale))
+
+    def _normalize(self, image: torch.Tensor) -> torch.Tensor:
+        if image.dim() != 3 or image.shape[0] not in (1, 3):
+            raise ValueError(
+                f"YOLACT expects each 'image' as a (3, H, W) tensor in INPUT.FORMAT (a 1-channel image is "
+                f"replicated); got shape {tuple(image.shape)}. Convert 4-channel (alpha) images to 3 channels."
+            )
+        image = image.to(self.device, torch.float32).expand(3, -1, -1)
+        return (image - self.pixel_mean) / self.pixel_std
+
+    def preprocess_image(self, batched_inputs: List[Dict]) -> Tuple[torch.Tensor, List[Tuple[int, int]]]:
+        """
+        Normalise each image, resize it into the square network input (padding with zeros, i.e. the mean,
+        when the aspect ratio is preserved) and batch them.
+
+        Returns:
+            images (N, 3, S, S) and, per image, the (h, w) region of the input it occupies.
+        """
+        if len(batched_inputs) == 0:
+            raise ValueError("YOLACT got an empty list of inputs")
+        s = self.input_size
+        images, regions = [], []
+        for x in batched_inputs:
+            image = self._normalize(x["image"])
+            region = self._input_region(*image.shape[-2:])
+            if tuple(image.shape[-2:]) != region:
+                image = F.interpolate(image[None], size=region, mode="bilinear", align_corners=False)[0]
+            images.append(F.pad(image, (0, s - region[1], 0, s - region[0])))
+            regions.append(region)
+        return torch.stack(images), regions
+
+    def _predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Backbone, protonet and head on a batch (N, 3, S, S); returns the raw predictions and anchors."""
+        features = self.backbone(images)
+        head_features = [features[f] for f in self.in_features]
+        cls_logits, box_deltas, coefs = self.head(head_features)
+        anchors = self.anchor_generator(
+            [tuple(f.shape[-2:]) for f in head_features], tuple(images.shape[-2:]), images.device, images.dtype
+        )
+        return {
+            "features": features,
+            "prototypes": self.protonet(features),
+            "cls_logits": cls_logits,
+            "box_deltas": box_deltas,
+            "coefs": coefs,
+            "anchors": anchors,
+        }
+
+    def forward(self, batched_inputs: List[Dict]):
+        images, regions = self.preprocess_image(batched_inputs)
+        if self.training:
+            if any("instances" not in x for x in batched_inputs):
+                raise ValueError("YOLACT in training mode needs 'instances' in every input dict")
+            gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+            crowd_boxes = [x.get("crowd_boxes", Boxes(torch.zeros(0, 4))).to(self.device) for x in batched_inputs]
+            return self.loss(self._predict(images), gt_instances, crowd_boxes, self.box2box_transform)
+        predictions = self._predict(images)
+        return [
+            {"instances": self._inference_single(predictions, i, regions[i], self._output_size(x))}
+            for i, x in enumerate(batched_inputs)
+        ]
+
+    @staticmethod
+    def _output_size(x: Dict) -> Tuple[int, int]:
+        return int(x.get("height", x["image"].shape[-2])), int(x.get("width", x["image"].shape[-1]))
+
+    def _inference_single(self, predictions, i: int, region: Tuple[int, int], output_size: Tuple[int, int]):
+        """Decode, NMS, assemble, crop and resize the detections of image ``i``."""
+        scores = predictions["cls_logits"][i].softmax(dim=-1)[:, :-1]
+        boxes = self.box2box_transform.apply_deltas(predictions["box_deltas"][i], predictions["anchors"])
+        keep, classes, det_scores = self.postprocessor(boxes, scores)
+        boxes = Boxes(boxes[keep])
+        boxes.clip(region)
+        prototypes = predictions["prototypes"][i]
+        proto_size = tuple(prototypes.shape[-2:])
+        scale = torch.tensor([proto_size[1], proto_size[0]] * 2, device=self.device) / self.input_size
+        masks = assemble_mask_logits(prototypes, predictions["coefs"][i][keep]).sigmoid()
+        masks = masks * box_crop_masks(boxes.tensor * scale, proto_size)
+        input_size = (self.input_size, self.input_size)
+        out_h, out_w = output_size
+        boxes.scale(out_w / region[1], out_h / region[0])
+        boxes.clip(output_size)
+        result = Instances(output_size)
+        result.pred_boxes = boxes
+        result.scores = det_scores
+        result.pred_classes = classes
+        result.pred_masks = masks_to_image(masks, region, input_size, output_size, self.mask_threshold)
+        return result
