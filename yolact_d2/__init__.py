@@ -1,4 +1,5 @@
 """YOLACT / YOLACT++ for detectron2. Importing this package registers every component."""
+from . import data  # noqa: F401  (registers the embedded dataset)
 from .config import add_yolact_config
 from .modeling import (
     POSTPROCESSOR_REGISTRY,

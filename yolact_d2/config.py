@@ -109,11 +109,11 @@ def add_yolact_config(cfg):
 
     # Training-time data augmentation of the YOLACT dataset mapper (SSD-style, as the original). Horizontal
     # flipping follows detectron2's INPUT.RANDOM_FLIP ("horizontal" or "none"); evaluation uses none of these.
-    _C.INPUT.YOLACT_AUG = CN()
-    # Random brightness, contrast, saturation, hue (and channel order) distortion.
-    _C.INPUT.YOLACT_AUG.PHOTOMETRIC = True
+    _C.MODEL.YOLACT.AUGMENTATION = CN()
+    # Random brightness, contrast, saturation and hue distortion, in random order.
+    _C.MODEL.YOLACT.AUGMENTATION.PHOTOMETRIC = True
     # Zoom out: place the image on a canvas of the mean colour up to MAX_EXPAND times as large (per side).
-    _C.INPUT.YOLACT_AUG.EXPAND = True
-    _C.INPUT.YOLACT_AUG.MAX_EXPAND = 4.0
+    _C.MODEL.YOLACT.AUGMENTATION.EXPAND = True
+    _C.MODEL.YOLACT.AUGMENTATION.MAX_EXPAND = 4.0
     # Random sample crop with a minimum IoU constraint; keeps instances whose box centres stay inside.
-    _C.INPUT.YOLACT_AUG.SAMPLE_CROP = True
+    _C.MODEL.YOLACT.AUGMENTATION.SAMPLE_CROP = True

@@ -1,0 +1,55 @@
+#!/usr/bin/env python
+"""
+Train and evaluate YOLACT (or, for comparison, any detectron2 model such as Mask R-CNN) with detectron2's
+engine. Usage is detectron2's:
+
+    python tools/train_net.py --config-file configs/embedded/yolact_R_18_shapes.yaml
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/.../model_final.pth
+    python tools/train_net.py --config-file ... --num-gpus 2      # or, on CPUs: MODEL.DEVICE cpu --num-gpus 2
+"""
+import detectron2.utils.comm as comm
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.evaluation import verify_results
+
+import yolact_d2.data  # noqa: F401  (registers the embedded dataset)
+from yolact_d2 import add_yolact_config
+from yolact_d2.engine import YolactTrainer
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_yolact_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = YolactTrainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        res = YolactTrainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, res)
+        return res
+    trainer = YolactTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

@@ -1,0 +1,78 @@
+"""detectron2's DefaultTrainer, adapted to YOLACT's data and to distributed training on CPUs."""
+import logging
+import os
+import weakref
+
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import MetadataCatalog
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.evaluation import COCOEvaluator
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..data.build import build_yolact_test_loader, build_yolact_train_loader, check_num_classes
+
+__all__ = ["YolactTrainer", "wrap_ddp"]
+
+
+def wrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
+    """
+    DistributedDataParallel when there are several processes, on GPU (one device per process) or CPU
+    (gloo; detectron2's ``create_ddp_model`` passes ``device_ids`` even for a CPU module, which DDP refuses).
+    """
+    on_gpu = next(model.parameters()).device.type == "cuda"
+    device_ids = [comm.get_local_rank()] if on_gpu else None
+    return create_ddp_model(model, broadcast_buffers=False, device_ids=device_ids)
+
+
+class YolactTrainer(DefaultTrainer):
+    """
+    A DefaultTrainer that feeds YOLACT models through :class:`YolactDatasetMapper` (other meta-architectures,
+    e.g. Mask R-CNN for comparison, keep detectron2's loaders), evaluates with COCOEvaluator (bbox + segm),
+    checks the class count of the config against the datasets, and runs multi-process on CPU or GPU.
+    """
+
+    def __init__(self, cfg):  # pylint: disable=super-init-not-called
+        # DefaultTrainer.__init__ builds the DDP model with GPU-only arguments; this is its sequence with
+        # :func:`wrap_ddp` instead.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        check_num_classes(cfg, list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = wrap_ddp(model)
+        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        if cfg.MODEL.META_ARCHITECTURE == "YOLACT":
+            return build_yolact_train_loader(cfg)
+        return super().build_train_loader(cfg)
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        if cfg.MODEL.META_ARCHITECTURE == "YOLACT":
+            return build_yolact_test_loader(cfg, dataset_name)
+        return super().build_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", "coco")
+        if evaluator_type != "coco":
+            raise NotImplementedError(
+                f"Dataset '{dataset_name}' has evaluator_type '{evaluator_type}'; only COCO-style evaluation "
+                f"(bbox + segm) is supported"
+            )
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return COCOEvaluator(dataset_name, tasks=("bbox", "segm"), distributed=True, output_dir=output_folder)
