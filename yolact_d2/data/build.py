@@ -24,8 +24,9 @@ def config_num_classes(cfg) -> int:
 
 def check_num_classes(cfg, dataset_names: Iterable[str]) -> None:
     """
-    Raise a ValueError naming the dataset when a dataset is not registered or its ``thing_classes`` count
-    differs from the config's class count.
+    Raise an error naming the dataset when it is not registered, or when its ``thing_classes`` count
+    differs from the config's class count. ``thing_classes`` of COCO-json datasets is known once the
+    dataset has been loaded (``DatasetCatalog.get``), so call this after building a loader.
     """
     expected = config_num_classes(cfg)
     for name in dataset_names:

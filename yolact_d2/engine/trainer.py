@@ -41,7 +41,6 @@ class YolactTrainer(DefaultTrainer):
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
-        check_num_classes(cfg, list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST))
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
@@ -56,15 +55,23 @@ class YolactTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
+        """The training loader; its datasets' class counts (known once they are loaded) are checked."""
         if cfg.MODEL.META_ARCHITECTURE == "YOLACT":
-            return build_yolact_train_loader(cfg)
-        return super().build_train_loader(cfg)
+            loader = build_yolact_train_loader(cfg)
+        else:
+            loader = super().build_train_loader(cfg)
+        check_num_classes(cfg, cfg.DATASETS.TRAIN)
+        return loader
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
+        """The inference loader of one dataset, whose class count is checked."""
         if cfg.MODEL.META_ARCHITECTURE == "YOLACT":
-            return build_yolact_test_loader(cfg, dataset_name)
-        return super().build_test_loader(cfg, dataset_name)
+            loader = build_yolact_test_loader(cfg, dataset_name)
+        else:
+            loader = super().build_test_loader(cfg, dataset_name)
+        check_num_classes(cfg, [dataset_name])
+        return loader
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

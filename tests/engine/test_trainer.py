@@ -1,0 +1,124 @@
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import inference_on_dataset
+from detectron2.structures import BitMasks, Boxes, Instances
+
+from yolact_d2.data import YolactDatasetMapper
+from yolact_d2.engine import YolactTrainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _train_cfg(cfg, dataset, output_dir, max_iter):
+    cfg.DATASETS.TRAIN = (dataset,)
+    cfg.DATASETS.TEST = (dataset,)
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.SOLVER.IMS_PER_BATCH = 2
+    cfg.SOLVER.BASE_LR = 0.002
+    cfg.SOLVER.MAX_ITER = max_iter
+    cfg.SOLVER.STEPS = ()
+    cfg.SOLVER.WARMUP_ITERS = 0
+    cfg.SOLVER.CHECKPOINT_PERIOD = 2
+    cfg.TEST.EVAL_PERIOD = 0
+    cfg.OUTPUT_DIR = str(output_dir)
+    cfg.MODEL.YOLACT.INPUT_SIZE = 128
+    return cfg
+
+
+def test_a_few_iterations_reduce_the_loss_on_a_fixed_batch(cfg, tiny_dataset):
+    for key in ("PHOTOMETRIC", "EXPAND", "SAMPLE_CROP"):
+        cfg.MODEL.YOLACT.AUGMENTATION[key] = False
+    cfg.INPUT.RANDOM_FLIP = "none"
+    mapper = YolactDatasetMapper(cfg, is_train=True)
+    batch = [mapper(d) for d in DatasetCatalog.get(tiny_dataset)[:2]]
+    model = YolactTrainer.build_model(cfg).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    history = []
+    for _ in range(12):
+        loss = sum(model(batch).values())
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        history.append(float(loss))
+    assert history[-1] < 0.6 * history[0], history
+
+
+def test_train_then_resume_restores_the_iteration(cfg, tiny_dataset, tmp_path):
+    trainer = YolactTrainer(_train_cfg(cfg, tiny_dataset, tmp_path, 3))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    assert os.path.isfile(tmp_path / "model_final.pth")
+    assert (tmp_path / "last_checkpoint").read_text().strip() == "model_final.pth"
+    resumed = YolactTrainer(_train_cfg(cfg.clone(), tiny_dataset, tmp_path, 5))
+    resumed.resume_or_load(resume=True)
+    assert resumed.start_iter == 3  # model_final.pth was written after iteration 2
+    w_saved = torch.load(tmp_path / "model_final.pth", weights_only=False)["model"]["head.cls_score.weight"]
+    torch.testing.assert_close(resumed.model.head.cls_score.weight.detach(), w_saved)
+    resumed.train()
+    assert resumed.iter == 5
+
+
+def test_class_count_mismatch_is_a_clear_error(cfg, tiny_dataset, tmp_path):
+    cfg = _train_cfg(cfg, tiny_dataset, tmp_path, 1)
+    cfg.MODEL.YOLACT.NUM_CLASSES = 7
+    with pytest.raises(ValueError, match="'tiny_shapes' has 5 classes .* predicts 7"):
+        YolactTrainer(cfg)
+
+
+def _perfect_outputs(dataset_dicts):
+    from pycocotools import mask as mask_util
+
+    outputs = {}
+    for d in dataset_dicts:
+        inst = Instances((d["height"], d["width"]))
+        annos = d["annotations"]
+        inst.pred_boxes = Boxes(torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
+                                               a["bbox"][1] + a["bbox"][3]] for a in annos]))
+        inst.scores = torch.ones(len(annos))
+        inst.pred_classes = torch.tensor([a["category_id"] for a in annos])
+        inst.pred_masks = BitMasks(torch.from_numpy(mask_util.decode([a["segmentation"] for a in annos]))
+                                   .permute(2, 0, 1).bool()).tensor
+        outputs[d["image_id"]] = inst
+    return outputs
+
+
+def test_evaluation_of_perfect_predictions_gives_ap_100(cfg, tiny_dataset, tmp_path):
+    dicts = DatasetCatalog.get(tiny_dataset)
+    perfect = _perfect_outputs(dicts)
+
+    class Oracle(torch.nn.Module):
+        def forward(self, inputs):
+            return [{"instances": perfect[x["image_id"]]} for x in inputs]
+
+    cfg = _train_cfg(cfg, tiny_dataset, tmp_path, 1)
+    loader = YolactTrainer.build_test_loader(cfg, tiny_dataset)
+    evaluator = YolactTrainer.build_evaluator(cfg, tiny_dataset)
+    results = inference_on_dataset(Oracle(), loader, evaluator)
+    assert results["bbox"]["AP"] == pytest.approx(100.0)
+    assert results["segm"]["AP"] == pytest.approx(100.0)
+
+
+def test_two_process_gloo_training_with_train_net(tmp_path):
+    """tools/train_net.py --num-gpus 2 on CPUs: detectron2's launch with gloo and a CPU-wrapped DDP model."""
+    cmd = [
+        sys.executable, os.path.join(ROOT, "tools", "train_net.py"),
+        "--config-file", os.path.join(ROOT, "configs", "embedded", "yolact_R_18_shapes.yaml"),
+        "--num-gpus", "2",
+        "MODEL.DEVICE", "cpu", "MODEL.YOLACT.INPUT_SIZE", "96", "DATALOADER.NUM_WORKERS", "0",
+        "SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "2", "SOLVER.CHECKPOINT_PERIOD", "100",
+        "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", str(tmp_path),
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = (tmp_path / "log.txt").read_text()
+    assert "world size: 2" in log.lower() or "Rank of current process: 0. World size: 2" in log
+    assert os.path.isfile(tmp_path / "model_final.pth")

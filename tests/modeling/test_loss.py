@@ -1,0 +1,103 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from detectron2.structures import BitMasks, Boxes, Instances
+
+from yolact_d2.modeling.loss import YolactLoss, match_anchors, ohem_negatives
+
+
+def test_matcher_hand_worked_example():
+    anchors = torch.tensor([
+        [0.0, 0, 10, 10],    # 0: IoU 1.0 with gt0 -> positive
+        [0, 0, 10, 12],      # 1: IoU 10/12 = 0.83 with gt0 -> positive
+        [0, 0, 10, 22],      # 2: IoU 100/220 = 0.45 with gt0 -> neutral
+        [0, 0, 10, 30],      # 3: IoU 0.33 -> negative
+        [50, 50, 60, 60],    # 4: far from both -> negative
+        [100, 100, 140, 140],  # 5: best anchor of gt1 (IoU 0.25) -> forced positive
+        [200, 200, 210, 210],  # 6: inside the crowd box, negative -> neutral
+    ])
+    gt = torch.tensor([[0.0, 0, 10, 10], [100, 100, 120, 120]])
+    crowd = torch.tensor([[195.0, 195, 215, 215]])
+    matched, state = match_anchors(anchors, gt, crowd, 0.5, 0.4, 0.7)
+    assert state.tolist() == [1, 1, -1, 0, 0, 1, -1]
+    assert matched[[0, 1, 5]].tolist() == [0, 0, 1]
+    # without the crowd box anchor 6 stays a negative
+    _, state = match_anchors(anchors, gt, torch.zeros(0, 4), 0.5, 0.4, 0.7)
+    assert state[6] == 0
+    # no GT: everything is negative
+    _, state = match_anchors(anchors, torch.zeros(0, 4), torch.zeros(0, 4), 0.5, 0.4, 0.7)
+    assert (state == 0).all()
+
+
+def test_matcher_forces_each_gt_onto_a_distinct_best_anchor():
+    # both GTs have anchor 0 as their best; the higher-IoU GT (gt1) claims it, gt0 gets its next best anchor
+    anchors = torch.tensor([[0.0, 0, 10, 10], [0, 0, 30, 30]])
+    gt = torch.tensor([[0.0, 0, 20, 20], [0, 0, 11, 11]])
+    matched, state = match_anchors(anchors, gt, torch.zeros(0, 4), 0.5, 0.4, 0.7)
+    assert state.tolist() == [1, 1]
+    assert matched.tolist() == [1, 0]
+
+
+def test_ohem_picks_the_hardest_negatives_three_per_positive():
+    bg_loss = torch.tensor([[0.1, 0.9, 0.5, 0.8, 0.7, 0.2, 0.95, 0.3, 0.6, 0.4]])
+    state = torch.tensor([[1, 0, 0, 0, 0, 0, -1, 0, 0, 0]])
+    neg = ohem_negatives(bg_loss, state, 3)
+    # 1 positive -> 3 negatives: the highest losses among negatives (index 6 is neutral)
+    assert neg.nonzero()[:, 1].tolist() == [1, 3, 4]
+    state2 = torch.tensor([[1, 1, 0, 0, 0, 0, 0, 0, 0, 0]])
+    assert ohem_negatives(bg_loss, state2, 3).sum() == 6
+    assert ohem_negatives(bg_loss, torch.zeros_like(state), 3).sum() == 0  # no positive, no negative
+
+
+def _loss_module(cfg, input_size=32, num_classes=3):
+    cfg.MODEL.YOLACT.INPUT_SIZE = input_size
+    cfg.MODEL.YOLACT.NUM_CLASSES = num_classes
+    from detectron2.layers import ShapeSpec
+    return YolactLoss(cfg, {"p3": ShapeSpec(channels=4, stride=8)})
+
+
+def test_mask_loss_matches_explicit_per_instance_computation(cfg):
+    loss = _loss_module(cfg)
+    g = torch.Generator().manual_seed(0)
+    protos = torch.rand(1, 4, 8, 8, generator=g)  # prototypes at 1/4 of a 32 x 32 input
+    coefs = torch.rand(1, 3, 4, generator=g) * 2 - 1
+    inst = Instances((32, 32))
+    inst.gt_boxes = Boxes(torch.tensor([[4.0, 8.0, 20.0, 24.0], [16.0, 0.0, 32.0, 12.0]]))
+    inst.gt_classes = torch.tensor([0, 2])
+    masks = torch.zeros(2, 32, 32, dtype=torch.bool)
+    masks[0, 8:24, 4:20] = True
+    masks[1, 0:12, 16:32] = True
+    inst.gt_masks = BitMasks(masks)
+    matched = torch.tensor([[0, 1, 0]])
+    state = torch.tensor([[1, 1, 0]])
+    got = loss.mask_loss(protos, coefs, [inst], matched, state)
+    expected = 0.0
+    for a in range(2):
+        box = inst.gt_boxes.tensor[matched[0, a]] / 4  # prototype pixels
+        target = F.interpolate(masks[matched[0, a]][None, None].float(), (8, 8), mode="bilinear")[0, 0] > 0.5
+        total = 0.0
+        for r in range(8):
+            for c in range(8):
+                if not (max(box[0] - 1, 0) <= c < min(box[2] + 1, 8) and max(box[1] - 1, 0) <= r < min(box[3] + 1, 8)):
+                    continue
+                p = torch.sigmoid((coefs[0, a] * protos[0, :, r, c]).sum())
+                t = float(target[r, c])
+                total += -(t * math.log(p) + (1 - t) * math.log(1 - p))
+        expected += total / float((box[2] - box[0]) * (box[3] - box[1]))
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_class_loss_is_cross_entropy_over_positives_and_mined_negatives(cfg):
+    loss = _loss_module(cfg, num_classes=2)
+    logits = torch.tensor([[[2.0, 0.0, 1.0], [0.0, 0.0, 3.0], [1.0, 1.0, 0.0], [0.0, 2.0, 0.0], [0.5, 0.5, 0.5]]])
+    inst = Instances((32, 32))
+    inst.gt_classes = torch.tensor([1])
+    matched = torch.zeros(1, 5, dtype=torch.int64)
+    state = torch.tensor([[1, 0, 0, 0, -1]])
+    got = loss.class_loss(logits, [inst], matched, state)
+    # background is the last class; OHEM keeps 3 negatives per positive = all three negatives here
+    expected = sum(-torch.log_softmax(logits[0, i], 0)[t] for i, t in [(0, 1), (1, 2), (2, 2), (3, 2)])
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
