@@ -29,6 +29,10 @@ def add_yolact_config(cfg):
     _C.MODEL.YOLACT.INPUT_SIZE = 550
     _C.MODEL.YOLACT.PRESERVE_ASPECT_RATIO = False
 
+    # YOLACT++: in the ResNet stages chosen by detectron2's MODEL.RESNETS.DEFORM_ON_PER_STAGE, blocks 0, n, 2n...
+    # (n = DEFORM_INTERVAL) get a deformable 3x3 conv (MODEL.RESNETS.DEFORM_MODULATED: DCNv2, DEFORM_NUM_GROUPS).
+    _C.MODEL.YOLACT.DEFORM_INTERVAL = 1
+
     # FPN as modified by YOLACT: P3-P5 from res3-res5 (detectron2's MODEL.FPN.*), then P6 and P7 by stride-2
     # 3x3 convs starting from P5.
     _C.MODEL.YOLACT.FPN = CN()
@@ -89,6 +93,16 @@ def add_yolact_config(cfg):
     _C.MODEL.YOLACT.LOSS.SEM_SEG = True
     _C.MODEL.YOLACT.LOSS.SEM_SEG_IN_FEATURE = "p3"
 
+    # YOLACT++ fast mask re-scoring: a small FCN on each predicted (cropped, prototype-resolution) mask predicts
+    # its IoU with the ground truth for every class; at inference the score becomes score * predicted IoU.
+    _C.MODEL.YOLACT.MASK_RESCORING = CN()
+    _C.MODEL.YOLACT.MASK_RESCORING.ENABLED = False
+    # Stride-2 3x3 conv + ReLU layers, then a 1x1 conv to NUM_CLASSES + ReLU and a global max pool.
+    _C.MODEL.YOLACT.MASK_RESCORING.CONV_DIMS = [8, 16, 32, 64, 128]
+    _C.MODEL.YOLACT.MASK_RESCORING.LOSS_WEIGHT = 25.0
+    # Masks whose GT covers at most this many prototype pixels are not trained on (the original: 5 x 5).
+    _C.MODEL.YOLACT.MASK_RESCORING.MIN_GT_AREA = 25
+
     # Post-processing (inference).
     _C.MODEL.YOLACT.POSTPROCESS = CN()
     # "FastNMS", "CrossClassFastNMS" or "StandardNMS" (POSTPROCESSOR_REGISTRY).
@@ -106,6 +120,9 @@ def add_yolact_config(cfg):
 
     # Paper defaults of detectron2 keys that YOLACT reads.
     _C.TEST.DETECTIONS_PER_IMAGE = 100
+    # The trainer's optimizer: "SGD" (detectron2's, the paper's) or "ADAMW" (converges faster from scratch,
+    # used by the embedded-dataset configs), both with SOLVER.BASE_LR / WEIGHT_DECAY / CLIP_GRADIENTS.
+    _C.SOLVER.OPTIMIZER = "SGD"
 
     # Training-time data augmentation of the YOLACT dataset mapper (SSD-style, as the original). Horizontal
     # flipping follows detectron2's INPUT.RANDOM_FLIP ("horizontal" or "none"); evaluation uses none of these.

@@ -9,6 +9,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.evaluation import COCOEvaluator
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
@@ -52,6 +53,24 @@ class YolactTrainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """detectron2's SGD, or AdamW with the same parameter groups and gradient clipping (SOLVER.OPTIMIZER)."""
+        name = cfg.SOLVER.OPTIMIZER.upper()
+        if name == "SGD":
+            return super().build_optimizer(cfg, model)
+        if name != "ADAMW":
+            raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD' or 'ADAMW'; got '{cfg.SOLVER.OPTIMIZER}'")
+        params = get_default_optimizer_params(
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        )
+        adamw = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)
+        return adamw(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
 
     @classmethod
     def build_train_loader(cls, cfg):

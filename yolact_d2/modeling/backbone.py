@@ -1,13 +1,95 @@
-"""ResNet-FPN backbone of YOLACT: P3-P5 from res3-res5, P6 and P7 by stride-2 convs from P5."""
+"""
+ResNet-FPN backbone of YOLACT: P3-P5 from res3-res5, P6 and P7 by stride-2 convs from P5; for YOLACT++ the
+3x3 convs of every n-th bottleneck block of chosen stages are deformable.
+"""
+import contextlib
+
 import fvcore.nn.weight_init as weight_init
 import torch.nn.functional as F
 from torch import nn
 
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, FPN
-from detectron2.modeling.backbone.resnet import build_resnet_backbone
+from detectron2.modeling.backbone import resnet as resnet_module
+from detectron2.modeling.backbone.resnet import BottleneckBlock, DeformBottleneckBlock, ResNet, build_resnet_backbone
 
-__all__ = ["YolactFPN", "YolactTopBlock", "build_yolact_resnet_fpn_backbone"]
+from ..layers import DeformConv, ModulatedDeformConv
+
+__all__ = [
+    "YolactFPN",
+    "YolactTopBlock",
+    "YolactDeformBottleneckBlock",
+    "build_yolact_resnet",
+    "build_yolact_resnet_fpn_backbone",
+]
+
+
+@contextlib.contextmanager
+def _deform_ops(deform_conv, modulated_deform_conv):
+    """Temporarily bind detectron2's ResNet module to the given deformable conv classes."""
+    saved = resnet_module.DeformConv, resnet_module.ModulatedDeformConv
+    resnet_module.DeformConv, resnet_module.ModulatedDeformConv = deform_conv, modulated_deform_conv
+    try:
+        yield
+    finally:
+        resnet_module.DeformConv, resnet_module.ModulatedDeformConv = saved
+
+
+class YolactDeformBottleneckBlock(DeformBottleneckBlock):
+    """
+    detectron2's ``DeformBottleneckBlock`` (same modules and parameter names: ``conv2_offset`` predicts the
+    offsets, and the mask for DCNv2, zero-initialised) whose deformable conv runs on any device
+    (:mod:`yolact_d2.layers.deform_conv`).
+    """
+
+    def __init__(self, in_channels, out_channels, **kwargs):
+        # detectron2 builds conv2 from names bound in its resnet module; without its compiled ops those are
+        # dummies that raise on construction, so build the block with ours in their place.
+        with _deform_ops(DeformConv, ModulatedDeformConv):
+            super().__init__(in_channels, out_channels, **kwargs)
+
+    @classmethod
+    def like(cls, block: BottleneckBlock, norm: str, modulated: bool, num_groups: int):
+        """A deformable block with the channels, stride, groups and dilation of a plain ``block``."""
+        return cls(
+            block.in_channels,
+            block.out_channels,
+            bottleneck_channels=block.conv1.out_channels,
+            stride=block.stride,
+            num_groups=block.conv2.groups,
+            norm=norm,
+            stride_in_1x1=block.conv1.stride[0] > 1,
+            dilation=block.conv2.dilation[0],
+            deform_modulated=modulated,
+            deform_num_groups=num_groups,
+        )
+
+
+def build_yolact_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
+    """
+    detectron2's ResNet (``MODEL.RESNETS.*``) where, in each stage with ``DEFORM_ON_PER_STAGE`` set, blocks
+    0, n, 2n, ... (n = ``MODEL.YOLACT.DEFORM_INTERVAL``) have a deformable 3x3 conv (DCNv2 with
+    ``DEFORM_MODULATED``). detectron2 itself can only make every block of a stage deformable.
+    """
+    rcfg = cfg.MODEL.RESNETS
+    deform_stages = list(rcfg.DEFORM_ON_PER_STAGE)
+    if any(deform_stages) and rcfg.DEPTH < 50:
+        raise ValueError(f"Deformable convs need bottleneck blocks (ResNet-50 or deeper); got DEPTH={rcfg.DEPTH}")
+    interval = cfg.MODEL.YOLACT.DEFORM_INTERVAL
+    if interval < 1:
+        raise ValueError(f"MODEL.YOLACT.DEFORM_INTERVAL must be >= 1; got {interval}")
+    plain_cfg = cfg.clone()
+    plain_cfg.defrost()
+    plain_cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False] * len(deform_stages)
+    resnet = build_resnet_backbone(plain_cfg, input_shape)
+    stages = {f"res{i + 2}": deform for i, deform in enumerate(deform_stages)}
+    for name, stage in zip(resnet.stage_names, resnet.stages):
+        if stages.get(name):
+            for i in range(0, len(stage), interval):
+                stage[i] = YolactDeformBottleneckBlock.like(
+                    stage[i], rcfg.NORM, rcfg.DEFORM_MODULATED, rcfg.DEFORM_NUM_GROUPS
+                )
+    return resnet.freeze(cfg.MODEL.BACKBONE.FREEZE_AT)
 
 
 class YolactTopBlock(nn.Module):
@@ -75,10 +157,10 @@ class YolactFPN(FPN):
 @BACKBONE_REGISTRY.register()
 def build_yolact_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
     """
-    detectron2's ResNet (``MODEL.RESNETS.*``; OUT_FEATURES res3-res5) + :class:`YolactFPN`
-    (``MODEL.FPN.*`` and ``MODEL.YOLACT.FPN.*``) giving p3-p7 with ``MODEL.FPN.OUT_CHANNELS`` channels.
+    :func:`build_yolact_resnet` (OUT_FEATURES res3-res5) + :class:`YolactFPN` (``MODEL.FPN.*`` and
+    ``MODEL.YOLACT.FPN.*``) giving p3-p7 with ``MODEL.FPN.OUT_CHANNELS`` channels.
     """
-    bottom_up = build_resnet_backbone(cfg, input_shape)
+    bottom_up = build_yolact_resnet(cfg, input_shape)
     out_channels = cfg.MODEL.FPN.OUT_CHANNELS
     yfpn = cfg.MODEL.YOLACT.FPN
     return YolactFPN(

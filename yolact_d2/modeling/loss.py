@@ -5,7 +5,7 @@ semantic-segmentation auxiliary loss.
 
 Coordinates: anchors and GT boxes are XYXY in pixels of the (square, S x S) network input.
 """
-from typing import Dict, List, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -15,11 +15,22 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, Instances
 
+from .mask_rescoring import mask_iou
 from .postprocessing import assemble_mask_logits, batched_box_iou, box_crop_masks
 
-__all__ = ["match_anchors", "ohem_negatives", "YolactLoss"]
+__all__ = ["match_anchors", "ohem_negatives", "SampledMasks", "YolactLoss"]
 
 POSITIVE, NEGATIVE, NEUTRAL = 1, 0, -1
+
+
+class SampledMasks(NamedTuple):
+    """The masks of one image's sampled positives, at prototype resolution (Hp, Wp)."""
+
+    logits: torch.Tensor  # (D, Hp, Wp) assembled mask logits
+    targets: torch.Tensor  # (D, Hp, Wp) {0, 1} GT masks, downsampled
+    crop: torch.Tensor  # (D, Hp, Wp) bool, the GT box region (1 px padding)
+    boxes: torch.Tensor  # (D, 4) GT boxes, XYXY in prototype pixels
+    classes: torch.Tensor  # (D,) GT classes
 
 
 def _crowd_overlap(anchors: torch.Tensor, crowd_boxes: torch.Tensor) -> torch.Tensor:
@@ -116,7 +127,9 @@ class YolactLoss(nn.Module):
             "loss_box_reg": lcfg.BOX_WEIGHT,
             "loss_mask": lcfg.MASK_WEIGHT,
             "loss_sem_seg": lcfg.SEM_SEG_WEIGHT,
+            "loss_mask_iou": ycfg.MASK_RESCORING.LOSS_WEIGHT,
         }
+        self.min_gt_area = ycfg.MASK_RESCORING.MIN_GT_AREA
         self.neg_pos_ratio = lcfg.OHEM_NEG_POS_RATIO
         self.masks_to_train = lcfg.MASKS_TO_TRAIN
         self.sem_seg_in_feature = lcfg.SEM_SEG_IN_FEATURE
@@ -152,15 +165,14 @@ class YolactLoss(nn.Module):
                 losses.append(F.smooth_l1_loss(deltas[pos], target, beta=1.0, reduction="sum"))
         return torch.stack(losses).sum() if losses else box_deltas.sum() * 0
 
-    def mask_loss(self, prototypes, coefs, gt_instances, matched, state) -> torch.Tensor:
+    def sample_masks(self, prototypes, coefs, gt_instances, matched, state) -> List[SampledMasks]:
         """
-        For up to ``masks_to_train`` random positives per image: BCE of sigmoid(P C^T) against the GT mask at
-        prototype resolution, both cropped by the GT box (1 px padding), each mask's sum divided by its GT
-        box area in prototype pixels; summed.
+        Per image, up to ``masks_to_train`` random positives with their assembled mask logits and GT at
+        prototype resolution, the GT-box crop (1 px padding) and GT boxes in prototype pixels.
         """
         proto_size = tuple(prototypes.shape[-2:])
         scale = prototypes.new_tensor([proto_size[1], proto_size[0]] * 2) / self.input_size
-        total = prototypes.sum() * 0 + coefs.sum() * 0
+        samples = []
         for protos, coef, gt, m, s in zip(prototypes, coefs, gt_instances, matched, state):
             pos = (s == POSITIVE).nonzero().squeeze(1)
             if pos.numel() == 0:
@@ -169,13 +181,42 @@ class YolactLoss(nn.Module):
                 pos = pos[torch.randperm(pos.numel(), device=pos.device)[: self.masks_to_train]]
             gt_idx = m[pos]
             boxes = gt.gt_boxes.tensor[gt_idx] * scale
-            target = downsample_masks(gt.gt_masks.tensor, proto_size)[gt_idx]
-            logits = assemble_mask_logits(protos, coef[pos])
-            bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-            bce = bce * box_crop_masks(boxes, proto_size)
-            area = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).clamp(min=1e-6)
-            total = total + (bce.sum(dim=(1, 2)) / area).sum()
-        return total
+            samples.append(SampledMasks(
+                logits=assemble_mask_logits(protos, coef[pos]),
+                targets=downsample_masks(gt.gt_masks.tensor, proto_size)[gt_idx],
+                crop=box_crop_masks(boxes, proto_size),
+                boxes=boxes,
+                classes=gt.gt_classes[gt_idx],
+            ))
+        return samples
+
+    @staticmethod
+    def mask_loss(samples: List[SampledMasks]) -> torch.Tensor:
+        """
+        BCE of sigmoid(P C^T) against the GT mask, both cropped by the GT box, each mask's sum divided by
+        its GT box area in prototype pixels; summed.
+        """
+        total = []
+        for x in samples:
+            bce = F.binary_cross_entropy_with_logits(x.logits, x.targets, reduction="none") * x.crop
+            area = ((x.boxes[:, 2] - x.boxes[:, 0]) * (x.boxes[:, 3] - x.boxes[:, 1])).clamp(min=1e-6)
+            total.append((bce.sum(dim=(1, 2)) / area).sum())
+        return torch.stack(total).sum()
+
+    def mask_iou_loss(self, samples: List[SampledMasks], net: nn.Module) -> torch.Tensor:
+        """
+        YOLACT++ re-scoring: smooth-L1 between the IoU ``net`` predicts for the GT class from the (detached,
+        cropped) soft mask and the IoU of that mask thresholded at 0.5 with its GT; masks whose GT covers at
+        most ``min_gt_area`` prototype pixels are left out. Summed.
+        """
+        keep = [x.targets.sum(dim=(1, 2)) > self.min_gt_area for x in samples]
+        if not any(k.any() for k in keep):
+            return sum(p.sum() for p in net.parameters()) * 0
+        masks = torch.cat([(x.logits.detach().sigmoid() * x.crop)[k] for x, k in zip(samples, keep)])
+        gt_masks = torch.cat([x.targets[k] for x, k in zip(samples, keep)])
+        classes = torch.cat([x.classes[k] for x, k in zip(samples, keep)])
+        predicted = net(masks).gather(1, classes[:, None]).squeeze(1)
+        return F.smooth_l1_loss(predicted, mask_iou(masks > 0.5, gt_masks), beta=1.0, reduction="sum")
 
     def semantic_loss(self, features, gt_instances) -> torch.Tensor:
         """Sigmoid BCE of a 1x1 conv on the feature map against per-class unions of GT masks, / (h * w)."""
@@ -191,13 +232,15 @@ class YolactLoss(nn.Module):
         return (one_hot @ masks).clamp(max=1).reshape(self.num_classes, *size)
 
     def forward(self, predictions: Dict, gt_instances: List[Instances], crowd_boxes: List[Boxes],
-                box2box_transform: Box2BoxTransform) -> Dict[str, torch.Tensor]:
+                box2box_transform: Box2BoxTransform, mask_rescoring: Optional[nn.Module] = None
+                ) -> Dict[str, torch.Tensor]:
         """
         Args:
             predictions: from ``YOLACT._predict``: cls_logits (N, R, C + 1), box_deltas (N, R, 4),
                 coefs (N, R, k), prototypes (N, k, Hp, Wp), anchors (R, 4), features (dict).
             gt_instances: per image, ``gt_boxes``, ``gt_classes``, ``gt_masks`` (BitMasks, S x S).
             crowd_boxes: per image, crowd regions (M, 4).
+            mask_rescoring: YOLACT++'s mask IoU net, trained when given.
         Returns:
             dict of weighted losses.
         """
@@ -215,10 +258,12 @@ class YolactLoss(nn.Module):
             "loss_box_reg": self.box_loss(
                 predictions["box_deltas"], anchors, gt_instances, matched, state, box2box_transform
             ) / num_pos,
-            "loss_mask": self.mask_loss(
-                predictions["prototypes"], predictions["coefs"], gt_instances, matched, state
-            ) / num_pos,
         }
+        samples = self.sample_masks(predictions["prototypes"], predictions["coefs"], gt_instances, matched, state)
+        zero = predictions["prototypes"].sum() * 0 + predictions["coefs"].sum() * 0
+        losses["loss_mask"] = (self.mask_loss(samples) if samples else zero) / num_pos
+        if mask_rescoring is not None:
+            losses["loss_mask_iou"] = self.mask_iou_loss(samples, mask_rescoring) / num_pos
         if self.semantic_seg_conv is not None:
             losses["loss_sem_seg"] = self.semantic_loss(predictions["features"], gt_instances) / len(gt_instances)
         return {k: v * self.weights[k] for k, v in losses.items()}

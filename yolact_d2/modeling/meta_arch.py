@@ -13,6 +13,7 @@ from detectron2.structures import Boxes, Instances
 from .anchors import YolactAnchorGenerator, build_box2box_transform
 from .head import build_yolact_head
 from .loss import YolactLoss
+from .mask_rescoring import MaskIoUNet
 from .postprocessing import assemble_mask_logits, box_crop_masks, build_postprocessor, masks_to_image
 from .protonet import build_protonet
 
@@ -24,7 +25,8 @@ class YOLACT(nn.Module):
     """
     YOLACT (and YOLACT++ by config): a backbone with an FPN, a protonet producing k prototypes, a head
     predicting per anchor class scores, box deltas and k mask coefficients; masks are sigmoid(P C^T) cropped
-    by the box.
+    by the box. YOLACT++ adds deformable convs to the backbone, more anchors, and a mask IoU net whose
+    prediction multiplies the scores (``mask_rescoring``).
 
     Inputs (detectron2's format): a list of dicts with ``image`` (3, H, W) in ``INPUT.FORMAT`` (uint8 or
     float, any size: images are resized to the square network input inside the model), optional ``height``
@@ -45,6 +47,7 @@ class YOLACT(nn.Module):
         box2box_transform: Box2BoxTransform,
         postprocessor: nn.Module,
         loss: nn.Module,
+        mask_rescoring: Optional[nn.Module] = None,
         in_features: List[str],
         input_size: int,
         preserve_aspect_ratio: bool,
@@ -60,6 +63,7 @@ class YOLACT(nn.Module):
         self.box2box_transform = box2box_transform
         self.postprocessor = postprocessor
         self.loss = loss
+        self.mask_rescoring = mask_rescoring
         self.in_features = in_features
         self.input_size = input_size
         self.preserve_aspect_ratio = preserve_aspect_ratio
@@ -84,6 +88,7 @@ class YOLACT(nn.Module):
             "box2box_transform": build_box2box_transform(cfg),
             "postprocessor": build_postprocessor(cfg),
             "loss": YolactLoss(cfg, shapes),
+            "mask_rescoring": MaskIoUNet.from_config(cfg) if cfg.MODEL.YOLACT.MASK_RESCORING.ENABLED else None,
             "in_features": in_features,
             "input_size": cfg.MODEL.YOLACT.INPUT_SIZE,
             "preserve_aspect_ratio": cfg.MODEL.YOLACT.PRESERVE_ASPECT_RATIO,
@@ -157,7 +162,9 @@ class YOLACT(nn.Module):
                 raise ValueError("YOLACT in training mode needs 'instances' in every input dict")
             gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
             crowd_boxes = [x.get("crowd_boxes", Boxes(torch.zeros(0, 4))).to(self.device) for x in batched_inputs]
-            return self.loss(self._predict(images), gt_instances, crowd_boxes, self.box2box_transform)
+            return self.loss(
+                self._predict(images), gt_instances, crowd_boxes, self.box2box_transform, self.mask_rescoring
+            )
         predictions = self._predict(images)
         return [
             {"instances": self._inference_single(predictions, i, regions[i], self._output_size(x))}
@@ -180,6 +187,10 @@ class YOLACT(nn.Module):
         scale = torch.tensor([proto_size[1], proto_size[0]] * 2, device=self.device) / self.input_size
         masks = assemble_mask_logits(prototypes, predictions["coefs"][i][keep]).sigmoid()
         masks = masks * box_crop_masks(boxes.tensor * scale, proto_size)
+        if self.mask_rescoring is not None:
+            det_scores = det_scores * self.mask_rescoring(masks).gather(1, classes[:, None]).squeeze(1)
+            det_scores, order = det_scores.sort(descending=True)
+            boxes, classes, masks = boxes[order], classes[order], masks[order]
         input_size = (self.input_size, self.input_size)
         out_h, out_w = output_size
         boxes.scale(out_w / region[1], out_h / region[0])

@@ -1,0 +1,70 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from yolact_d2.layers import DeformConv, ModulatedDeformConv
+
+
+def _conv(cls, groups=1, deformable_groups=1, stride=1, **kw):
+    torch.manual_seed(0)
+    return cls(4, 6, kernel_size=3, stride=stride, padding=1, groups=groups, deformable_groups=deformable_groups, **kw)
+
+
+@pytest.mark.parametrize("stride,groups", [(1, 1), (2, 2)])
+def test_zero_offsets_equal_a_plain_conv(stride, groups):
+    x = torch.randn(2, 4, 9, 11)
+    for cls in (DeformConv, ModulatedDeformConv):
+        conv = _conv(cls, groups=groups, stride=stride, **({"bias": True} if cls is ModulatedDeformConv else {}))
+        h, w = (9 + 2 - 3) // stride + 1, (11 + 2 - 3) // stride + 1
+        offset = torch.zeros(2, 18, h, w)
+        args = (x, offset) if cls is DeformConv else (x, offset, torch.ones(2, 9, h, w))
+        expected = F.conv2d(x, conv.weight, conv.bias, stride=stride, padding=1, groups=groups)
+        torch.testing.assert_close(conv(*args), expected, rtol=1e-4, atol=1e-5)
+
+
+def _shifted_sampling(x, weight, offset, mask, padding=1):
+    """Explicit DCN with integer offsets: each tap reads x at (y + ky - p + dy, x + kx - p + dx), 0 outside."""
+    n, c, h, w = x.shape
+    out = torch.zeros(n, weight.shape[0], h, w)
+    for b in range(n):
+        for i in range(h):
+            for j in range(w):
+                for k in range(9):
+                    ky, kx = divmod(k, 3)
+                    dy, dx = int(offset[b, 2 * k, i, j]), int(offset[b, 2 * k + 1, i, j])
+                    y, xx = i + ky - padding + dy, j + kx - padding + dx
+                    if 0 <= y < h and 0 <= xx < w:
+                        out[b, :, i, j] += weight[:, :, ky, kx] @ x[b, :, y, xx] * mask[b, k, i, j]
+    return out
+
+
+def test_integer_offsets_equal_explicit_shifted_sampling():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 4, 5, 6, generator=g)
+    offset = torch.randint(-2, 3, (1, 18, 5, 6), generator=g).float()
+    mask = torch.rand(1, 9, 5, 6, generator=g)
+    dcn1 = _conv(DeformConv)
+    torch.testing.assert_close(dcn1(x, offset), _shifted_sampling(x, dcn1.weight, offset, torch.ones(1, 9, 5, 6)),
+                               rtol=1e-4, atol=1e-4)
+    dcn2 = _conv(ModulatedDeformConv, bias=False)
+    torch.testing.assert_close(dcn2(x, offset, mask), _shifted_sampling(x, dcn2.weight, offset, mask),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_gradients_are_finite_and_reach_offsets():
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    offset = (torch.randn(2, 18, 8, 8) * 0.7).requires_grad_()
+    mask = torch.rand(2, 9, 8, 8, requires_grad=True)
+    conv = _conv(ModulatedDeformConv)
+    conv(x, offset, mask).square().sum().backward()
+    for t in (x.grad, offset.grad, mask.grad, conv.weight.grad, conv.bias.grad):
+        assert t is not None and torch.isfinite(t).all() and t.abs().sum() > 0
+
+
+def test_same_parameter_names_and_shapes_as_detectron2_ops():
+    """detectron2's DeformConv / ModulatedDeformConv: weight (out, in / groups, 3, 3), bias (out,) if any."""
+    ours = ModulatedDeformConv(4, 6, kernel_size=3, padding=1, groups=2, bias=True)
+    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == {"weight": (6, 2, 3, 3), "bias": (6,)}
+    assert {k: tuple(v.shape) for k, v in DeformConv(4, 6, 3).state_dict().items()} == {"weight": (6, 4, 3, 3)}
+    with pytest.raises(ValueError, match="no bias"):
+        DeformConv(4, 6, 3, bias=True)

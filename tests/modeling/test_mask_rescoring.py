@@ -1,0 +1,108 @@
+import pytest
+import torch
+
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import build_model
+from detectron2.structures import BitMasks, Boxes, Instances
+
+from yolact_d2.modeling.loss import SampledMasks, YolactLoss
+from yolact_d2.modeling.mask_rescoring import MaskIoUNet, mask_iou
+
+
+def test_mask_iou_net_layout_and_output():
+    net = MaskIoUNet(num_classes=7, conv_dims=[8, 16, 32, 64, 128])
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == (
+        [(d, (3, 3), (2, 2)) for d in (8, 16, 32, 64, 128)] + [(7, (1, 1), (1, 1))]
+    )
+    assert not any(isinstance(m, torch.nn.Linear) for m in net.modules())
+    out = net(torch.rand(4, 138, 138))
+    assert out.shape == (4, 7) and (out >= 0).all()
+    # global max pool: the output is the max over the last feature map
+    x = net.layers(torch.rand(2, 1, 138, 138))
+    torch.testing.assert_close(net.layers[-2:](net.layers[:-2](torch.ones(1, 1, 64, 64))).amax(dim=(2, 3)),
+                               net(torch.ones(1, 64, 64)))
+    assert x.shape[-2:] == (3, 3)
+    # inputs smaller than 63 x 63 are zero-padded to it
+    small = torch.rand(2, 20, 30)
+    torch.testing.assert_close(net(small), net(torch.nn.functional.pad(small, (0, 33, 0, 43))))
+
+
+def test_mask_iou_hand_worked():
+    pred = torch.zeros(3, 4, 4, dtype=torch.bool)
+    gt = torch.zeros(3, 4, 4, dtype=torch.bool)
+    pred[0, :2, :2] = True
+    gt[0, :2, :] = True  # inter 4, union 8
+    pred[1] = True
+    gt[1] = True
+    torch.testing.assert_close(mask_iou(pred, gt), torch.tensor([0.5, 1.0, 0.0]))
+
+
+def test_mask_iou_loss_matches_explicit_computation(cfg):
+    cfg.MODEL.YOLACT.NUM_CLASSES = 3
+    cfg.MODEL.YOLACT.MASK_RESCORING.MIN_GT_AREA = 4
+    loss = YolactLoss(cfg, {"p3": ShapeSpec(channels=4)})
+    net = MaskIoUNet(3, [4, 4])
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 12, 12, generator=g) * 3
+    targets = torch.zeros(3, 12, 12)
+    targets[0, 2:8, 2:8] = 1
+    targets[1, :2, :2] = 1  # area 4: not above MIN_GT_AREA, left out
+    targets[2, 5:, 5:] = 1
+    crop = torch.zeros(3, 12, 12, dtype=torch.bool)
+    crop[:, 1:10, 1:10] = True
+    classes = torch.tensor([2, 0, 1])
+    sample = SampledMasks(logits, targets, crop, torch.zeros(3, 4), classes)
+    got = loss.mask_iou_loss([sample], net)
+    expected = 0.0
+    for i in (0, 2):
+        soft = logits[i].sigmoid() * crop[i]
+        hard = soft > 0.5
+        iou = (hard & (targets[i] > 0)).sum() / (hard | (targets[i] > 0)).sum()
+        pred = net(soft[None])[0, classes[i]]
+        expected += torch.nn.functional.smooth_l1_loss(pred, iou, reduction="sum")
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+class _ConstantIoU(torch.nn.Module):
+    """Predicts IoU (c + 1) / 10 for class c, whatever the mask."""
+
+    def forward(self, masks):
+        return (torch.arange(5, dtype=torch.float32) + 1).div(10).expand(masks.shape[0], 5)
+
+
+def test_inference_multiplies_scores_by_the_predicted_iou_and_resorts(cfg):
+    cfg.MODEL.YOLACT.MASK_RESCORING.ENABLED = True
+    cfg.MODEL.YOLACT.POSTPROCESS.SCORE_THRESH = 0.0
+    cfg.TEST.DETECTIONS_PER_IMAGE = 30
+    model = build_model(cfg).eval()
+    assert isinstance(model.mask_rescoring, MaskIoUNet)
+    image = torch.randint(0, 256, (3, 96, 128), dtype=torch.uint8)
+    with torch.no_grad():
+        model.mask_rescoring = None
+        plain = model([{"image": image}])[0]["instances"]
+        model.mask_rescoring = _ConstantIoU()
+        rescored = model([{"image": image}])[0]["instances"]
+    expected = plain.scores * (plain.pred_classes + 1).float() / 10
+    expected, order = expected.sort(descending=True)
+    torch.testing.assert_close(rescored.scores, expected)
+    assert torch.equal(rescored.pred_classes, plain.pred_classes[order])
+    torch.testing.assert_close(rescored.pred_boxes.tensor, plain.pred_boxes.tensor[order])
+    assert torch.equal(rescored.pred_masks, plain.pred_masks[order])
+
+
+def test_training_adds_a_finite_mask_iou_loss(cfg):
+    cfg.MODEL.YOLACT.MASK_RESCORING.ENABLED = True
+    model = build_model(cfg).train()
+    torch.nn.init.constant_(model.mask_rescoring.layers[-2].bias, 1.0)  # keep the final ReLU open
+    inst = Instances((160, 160))
+    inst.gt_boxes = Boxes(torch.tensor([[10.0, 20.0, 120.0, 140.0]]))
+    inst.gt_classes = torch.tensor([2])
+    masks = torch.zeros(1, 160, 160, dtype=torch.bool)
+    masks[0, 20:140, 10:120] = True
+    inst.gt_masks = BitMasks(masks)
+    losses = model([{"image": torch.randint(0, 256, (3, 160, 160), dtype=torch.uint8), "instances": inst}])
+    assert torch.isfinite(losses["loss_mask_iou"]) and losses["loss_mask_iou"] > 0
+    losses["loss_mask_iou"].backward()
+    assert model.mask_rescoring.layers[0].weight.grad.abs().sum() > 0
+    assert model.head.coef_pred.weight.grad is None or model.head.coef_pred.weight.grad.abs().sum() == 0

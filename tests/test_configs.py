@@ -1,0 +1,71 @@
+"""Every shipped config merges onto add_yolact_config's keys and builds its model; paper defaults hold."""
+import glob
+import math
+import os
+
+import pytest
+
+from detectron2.config import get_cfg
+
+from yolact_d2 import add_yolact_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
+
+
+def _load(path):
+    cfg = get_cfg()
+    add_yolact_config(cfg)
+    cfg.merge_from_file(path)
+    return cfg
+
+
+def test_paper_defaults():
+    cfg = get_cfg()
+    add_yolact_config(cfg)
+    y = cfg.MODEL.YOLACT
+    assert (y.NUM_PROTOTYPES, y.INPUT_SIZE, y.PRESERVE_ASPECT_RATIO) == (32, 550, False)
+    assert y.ANCHOR.SIZES == [[24], [48], [96], [192], [384]] and y.ANCHOR.ASPECT_RATIOS == [[1.0, 0.5, 2.0]]
+    assert (y.MATCHER.POSITIVE_IOU, y.MATCHER.NEGATIVE_IOU, y.MATCHER.CROWD_IOU) == (0.5, 0.4, 0.7)
+    assert (y.LOSS.CLS_WEIGHT, y.LOSS.BOX_WEIGHT, y.LOSS.MASK_WEIGHT, y.LOSS.SEM_SEG_WEIGHT) == (1, 1.5, 6.125, 1)
+    assert (y.LOSS.OHEM_NEG_POS_RATIO, y.LOSS.MASKS_TO_TRAIN) == (3, 100)
+    p = y.POSTPROCESS
+    assert (p.NAME, p.NMS_THRESH, p.TOP_K, p.SCORE_THRESH, p.SECOND_SCORE_THRESH, p.MASK_THRESH) == (
+        "FastNMS", 0.5, 200, 0.05, False, 0.5)
+    assert cfg.TEST.DETECTIONS_PER_IMAGE == 100
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[os.path.relpath(p, ROOT) for p in CONFIGS])
+def test_config_merges(path):
+    cfg = _load(path)
+    if cfg.MODEL.META_ARCHITECTURE == "YOLACT":
+        assert len(cfg.MODEL.YOLACT.ANCHOR.SIZES) == len(cfg.MODEL.YOLACT.IN_FEATURES)
+
+
+def test_yolact_plus_anchor_sizes_are_three_octave_steps():
+    cfg = _load(os.path.join(ROOT, "configs", "yolact_plus_R_50_FPN_550.yaml"))
+    for level, base in zip(cfg.MODEL.YOLACT.ANCHOR.SIZES, (24, 48, 96, 192, 384)):
+        assert level == pytest.approx([base * 2 ** (j / 3) for j in range(3)], rel=1e-5)
+    assert not cfg.MODEL.YOLACT.ANCHOR.SQUARE and cfg.MODEL.YOLACT.MASK_RESCORING.ENABLED
+
+
+@pytest.mark.parametrize("name,size", [("yolact_R_101_FPN_400.yaml", 400), ("yolact_R_101_FPN_700.yaml", 700)])
+def test_input_size_variants_scale_anchors(name, size):
+    cfg = _load(os.path.join(ROOT, "configs", name))
+    assert cfg.MODEL.YOLACT.INPUT_SIZE == size
+    for got, base in zip(cfg.MODEL.YOLACT.ANCHOR.SIZES, (24, 48, 96, 192, 384)):
+        assert abs(got[0] - base * size / 550) <= 1
+
+
+def test_yolact_plus_r50_builds_with_13_deformable_blocks_and_9_anchors():
+    from detectron2.modeling import build_model
+
+    from yolact_d2.modeling.backbone import YolactDeformBottleneckBlock
+
+    cfg = _load(os.path.join(ROOT, "configs", "yolact_plus_R_50_FPN_550.yaml"))
+    cfg.MODEL.DEVICE, cfg.MODEL.WEIGHTS = "cpu", ""
+    model = build_model(cfg)
+    assert sum(isinstance(m, YolactDeformBottleneckBlock) for m in model.modules()) == 13
+    assert model.anchor_generator.num_anchors == 9
+    assert model.head.cls_score.out_channels == 9 * 81
+    assert math.isclose(model.anchor_generator.sizes[0][1], 30.2381, rel_tol=1e-4)
