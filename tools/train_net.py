@@ -6,6 +6,12 @@ engine. Usage is detectron2's:
     python tools/train_net.py --config-file configs/embedded/yolact_R_18_shapes.yaml
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/.../model_final.pth
     python tools/train_net.py --config-file ... --num-gpus 2      # or, on CPUs: MODEL.DEVICE cpu --num-gpus 2
+
+A COCO-format dataset of your own is registered by ``--dataset NAME JSON_FILE IMAGE_ROOT`` (repeatable):
+
+    python tools/train_net.py --config-file ... --dataset my_train train.json train_images/ \
+        --dataset my_val val.json val_images/ \
+        DATASETS.TRAIN '("my_train",)' DATASETS.TEST '("my_val",)' MODEL.YOLACT.NUM_CLASSES 3
 """
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
@@ -15,6 +21,7 @@ from detectron2.evaluation import verify_results
 
 import yolact_d2.data  # noqa: F401  (registers the embedded dataset)
 from yolact_d2 import add_yolact_config
+from yolact_d2.data import add_dataset_argument, register_coco_dataset
 from yolact_d2.engine import YolactTrainer
 
 
@@ -29,6 +36,8 @@ def setup(args):
 
 
 def main(args):
+    for name, json_file, image_root in args.dataset:  # in main: every process of `launch` needs them
+        register_coco_dataset(name, json_file, image_root)
     cfg = setup(args)
     if args.eval_only:
         model = YolactTrainer.build_model(cfg)
@@ -43,7 +52,7 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = add_dataset_argument(default_argument_parser()).parse_args()
     print("Command Line Args:", args)
     launch(
         main,

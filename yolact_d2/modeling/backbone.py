@@ -3,8 +3,10 @@ ResNet-FPN backbone of YOLACT: P3-P5 from res3-res5, P6 and P7 by stride-2 convs
 3x3 convs of every n-th bottleneck block of chosen stages are deformable.
 """
 import contextlib
+from typing import Dict
 
 import fvcore.nn.weight_init as weight_init
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -137,8 +139,8 @@ class YolactFPN(FPN):
             return F.interpolate(x, size=size, mode="nearest")
         return F.interpolate(x, size=size, mode=self.interpolation, align_corners=False)
 
-    def forward(self, x):
-        bottom_up = self.bottom_up(x)
+    def pyramid(self, bottom_up: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The FPN on already computed bottom-up features (dict "res3".."res5" -> (N, C, Hi, Wi))."""
         inputs = [bottom_up[f] for f in self.in_features[::-1]]  # coarsest first
         prev = self.lateral_convs[0](inputs[0])
         results = [self.output_convs[0](prev)]
@@ -152,6 +154,9 @@ class YolactFPN(FPN):
         if self.top_block is not None:
             results.extend(self.top_block(results[self._out_features.index(self.top_block.in_feature)]))
         return dict(zip(self._out_features, results))
+
+    def forward(self, x):
+        return self.pyramid(self.bottom_up(x))
 
 
 @BACKBONE_REGISTRY.register()

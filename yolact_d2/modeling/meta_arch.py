@@ -175,29 +175,49 @@ class YOLACT(nn.Module):
     def _output_size(x: Dict) -> Tuple[int, int]:
         return int(x.get("height", x["image"].shape[-2])), int(x.get("width", x["image"].shape[-1]))
 
-    def _inference_single(self, predictions, i: int, region: Tuple[int, int], output_size: Tuple[int, int]):
-        """Decode, NMS, assemble, crop and resize the detections of image ``i``."""
+    def decode(self, predictions: Dict, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Image ``i``'s boxes (R, 4), XYXY in input pixels, and foreground class probabilities (R, C)."""
         scores = predictions["cls_logits"][i].softmax(dim=-1)[:, :-1]
         boxes = self.box2box_transform.apply_deltas(predictions["box_deltas"][i], predictions["anchors"])
-        keep, classes, det_scores = self.postprocessor(boxes, scores)
-        boxes = Boxes(boxes[keep])
-        boxes.clip(region)
-        prototypes = predictions["prototypes"][i]
+        return boxes, scores
+
+    def assemble_masks(self, prototypes: torch.Tensor, coefs: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """
+        Soft masks sigmoid(P C^T) of the kept detections, cropped by their boxes (1 px padding).
+
+        Args:
+            prototypes: (k, Hp, Wp); coefs: (D, k); boxes: (D, 4) XYXY in input pixels.
+        Returns:
+            (D, Hp, Wp) in [0, 1], zero outside the boxes.
+        """
         proto_size = tuple(prototypes.shape[-2:])
-        scale = torch.tensor([proto_size[1], proto_size[0]] * 2, device=self.device) / self.input_size
-        masks = assemble_mask_logits(prototypes, predictions["coefs"][i][keep]).sigmoid()
-        masks = masks * box_crop_masks(boxes.tensor * scale, proto_size)
-        if self.mask_rescoring is not None:
-            det_scores = det_scores * self.mask_rescoring(masks).gather(1, classes[:, None]).squeeze(1)
-            det_scores, order = det_scores.sort(descending=True)
-            boxes, classes, masks = boxes[order], classes[order], masks[order]
-        input_size = (self.input_size, self.input_size)
-        out_h, out_w = output_size
-        boxes.scale(out_w / region[1], out_h / region[0])
+        scale = boxes.new_tensor([proto_size[1], proto_size[0]] * 2) / self.input_size
+        return assemble_mask_logits(prototypes, coefs).sigmoid() * box_crop_masks(boxes * scale, proto_size)
+
+    def rescore(self, masks: torch.Tensor, classes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """YOLACT++: scores (D,) times the mask IoU that the re-scoring net predicts for each class."""
+        return scores * self.mask_rescoring(masks).gather(1, classes[:, None]).squeeze(1)
+
+    def to_instances(self, boxes: Boxes, scores, classes, masks, region, output_size) -> Instances:
+        """Map boxes and soft masks from the input ``region`` to the output image: an :class:`Instances`."""
+        boxes.scale(output_size[1] / region[1], output_size[0] / region[0])
         boxes.clip(output_size)
         result = Instances(output_size)
         result.pred_boxes = boxes
-        result.scores = det_scores
+        result.scores = scores
         result.pred_classes = classes
+        input_size = (self.input_size, self.input_size)
         result.pred_masks = masks_to_image(masks, region, input_size, output_size, self.mask_threshold)
         return result
+
+    def _inference_single(self, predictions, i: int, region: Tuple[int, int], output_size: Tuple[int, int]):
+        """Decode, NMS, assemble and crop, (re-score,) and resize the detections of image ``i``."""
+        boxes, scores = self.decode(predictions, i)
+        keep, classes, det_scores = self.postprocessor(boxes, scores)
+        boxes = Boxes(boxes[keep])
+        boxes.clip(region)
+        masks = self.assemble_masks(predictions["prototypes"][i], predictions["coefs"][i][keep], boxes.tensor)
+        if self.mask_rescoring is not None:
+            det_scores, order = self.rescore(masks, classes, det_scores).sort(descending=True)
+            boxes, classes, masks = boxes[order], classes[order], masks[order]
+        return self.to_instances(boxes, det_scores, classes, masks, region, output_size)
