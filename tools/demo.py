@@ -1,0 +1,330 @@
+#!/usr/bin/env python
+"""
+Run YOLACT (or any detectron2 instance segmentation model) on images, a video or a webcam, and draw its
+instances (masks, boxes, class names and scores) with detectron2's Visualizer. Flags are detectron2's demo's:
+
+    python tools/demo.py --config-file configs/embedded/yolact_R_18_shapes.yaml \\
+        --input photo.jpg images/ 'more/*.png' --output out/ MODEL.WEIGHTS model_final.pth
+    python tools/demo.py --config-file ... --video-input clip.mp4 --output clip_out.mp4 MODEL.WEIGHTS ...
+    python tools/demo.py --config-file ... --webcam MODEL.WEIGHTS ...    # shown in a window: needs a display
+    python tools/demo.py --config-file ... --dataset my_val val.json val_images/ --input val_images/ \\
+        --json-output detections.json DATASETS.TEST '("my_val",)' MODEL.YOLACT.NUM_CLASSES 3 MODEL.WEIGHTS ...
+
+* ``--input`` takes image files, glob patterns and folders (the images directly inside, sorted by name). Config
+  ``KEY VALUE`` pairs come last, after an option with one value or after ``--``.
+* ``--output`` is a file when it names one (it has an extension) and there is one image or a video, else a
+  folder (the input's name; ``.mp4`` for videos); missing folders are created. Videos are written with the
+  mp4v codec. Without ``--output`` nor ``--json-output`` the results are shown in a window, which needs a
+  display: otherwise the demo stops at once with a message.
+* ``--confidence-threshold`` sets ``MODEL.YOLACT.POSTPROCESS.SCORE_THRESH`` and drops instances scoring less.
+* ``--dataset NAME JSON_FILE IMAGE_ROOT`` (repeatable) registers a COCO-format dataset; the class names drawn
+  are those of ``DATASETS.TEST[0]``, whose class count must match the config's.
+* ``--json-output FILE`` writes the detections of every image (or frame) in COCO's results format, loadable by
+  pycocotools' ``COCO.loadRes`` against a ground truth json that lists the same images in the same order:
+  ``image_id`` is the position of the image among the inputs (in command-line order, folders and glob matches
+  sorted by name), from 1, unreadable images counted (so the embedded ``yolact_shapes`` jsons match their image
+  folders), or of the frame in the video, from 1;
+  ``category_id`` is the dataset's id of the class when the metadata of ``DATASETS.TEST[0]`` has
+  ``thing_dataset_id_to_contiguous_id`` (COCO, ``--dataset``), else the class index + 1; ``bbox`` is XYWH in
+  pixels; ``segmentation`` a compressed RLE with ``counts`` as str; ``score``.
+
+Unreadable images are reported by name and skipped. Exit status: 0 when at least one image (or frame) was
+processed, even if others could not be read; 1 when none was, or the demo could not start (no display to show
+the results, a video that cannot be opened, an input that does not exist); 2 for invalid arguments.
+"""
+import argparse
+import collections
+import glob
+import json
+import logging
+import os
+import re
+import sys
+import time
+
+import cv2
+import tqdm
+
+from detectron2.config import get_cfg
+from detectron2.data import MetadataCatalog
+from detectron2.engine import DefaultPredictor
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
+from detectron2.utils.logger import setup_logger
+from detectron2.utils.video_visualizer import VideoVisualizer
+from detectron2.utils.visualizer import Visualizer
+
+from yolact_d2 import add_yolact_config
+from yolact_d2.data import add_dataset_argument, register_coco_dataset
+from yolact_d2.data.build import check_num_classes
+
+IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+WINDOW_NAME = "YOLACT"
+ESC_KEY = 27
+
+logger = logging.getLogger("detectron2.demo")
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(description="YOLACT demo: draw the instances found in images or videos")
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to config file")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", nargs="+", help="image files, glob patterns such as 'dir/*.jpg', or folders")
+    source.add_argument("--video-input", metavar="FILE", help="path to a video file")
+    source.add_argument("--webcam", action="store_true", help="take frames from the webcam")
+    parser.add_argument(
+        "--output",
+        help="a file or folder to save the visualizations to; without it they are shown in a window",
+    )
+    parser.add_argument("--json-output", metavar="FILE", help="write the detections in COCO results format")
+    parser.add_argument(
+        "--confidence-threshold", type=float, default=0.5, help="minimum score of the instances shown"
+    )
+    add_dataset_argument(parser)
+    parser.add_argument(
+        "opts",
+        help="modify config options with space-separated 'PATH.KEY VALUE' pairs at the end of the command",
+        default=[],
+        nargs=argparse.REMAINDER,
+    )
+    return parser
+
+
+def setup_cfg(args):
+    """The config of the file and ``opts``, with the confidence threshold; checks the class count."""
+    cfg = get_cfg()
+    add_yolact_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts[1:] if args.opts[:1] == ["--"] else args.opts)
+    cfg.MODEL.YOLACT.POSTPROCESS.SCORE_THRESH = args.confidence_threshold
+    cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.confidence_threshold
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.confidence_threshold
+    cfg.freeze()
+    if len(cfg.DATASETS.TEST):
+        check_num_classes(cfg, cfg.DATASETS.TEST[:1])
+    return cfg
+
+
+class InstancePredictor:
+    """
+    detectron2's DefaultPredictor keeping the instances that score at least a threshold, with the metadata of
+    ``DATASETS.TEST[0]`` and its conversion to COCO results.
+    """
+
+    def __init__(self, cfg, confidence_threshold: float):
+        self.predictor = DefaultPredictor(cfg)
+        self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
+        self.confidence_threshold = confidence_threshold
+        id_map = self.metadata.get("thing_dataset_id_to_contiguous_id")
+        self.dataset_ids = {i: dataset_id for dataset_id, i in id_map.items()} if id_map else None
+
+    def __call__(self, image):
+        """The instances, on the CPU, of a (H, W, 3) uint8 BGR image."""
+        instances = self.predictor(image)["instances"].to("cpu")
+        return instances[instances.scores >= self.confidence_threshold]
+
+    def coco_results(self, instances, image_id: int):
+        """The instances as COCO results, with the dataset's category ids (see the module's docstring)."""
+        results = instances_to_coco_json(instances, image_id)
+        for result in results:
+            contiguous_id = result["category_id"]
+            result["category_id"] = self.dataset_ids[contiguous_id] if self.dataset_ids else contiguous_id + 1
+        return results
+
+
+def has_display() -> bool:
+    """Whether cv2.imshow can open a window: OpenCV has a GUI backend and, on Linux, X11 or Wayland runs."""
+    gui = re.search(r"^\s*GUI:\s*(\S+)", cv2.getBuildInformation(), re.MULTILINE)
+    if gui is None or gui.group(1).upper() == "NONE":
+        return False
+    return not sys.platform.startswith("linux") or any(os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY"))
+
+
+def list_images(inputs):
+    """The files named by ``--input``: files, glob matches and the images directly in folders, without repeats."""
+    paths = []
+    for pattern in inputs:
+        pattern = os.path.expanduser(pattern)
+        matches = [pattern] if os.path.exists(pattern) else sorted(glob.glob(pattern))
+        if not matches:
+            sys.exit(f"--input {pattern}: no such file or folder, and no file matches it")
+        for path in matches:
+            paths += _images_in(path) if os.path.isdir(path) else [path]
+    if not paths:
+        sys.exit(f"--input {' '.join(inputs)}: no image found (extensions {', '.join(IMAGE_EXTENSIONS)})")
+    return list(dict.fromkeys(paths))
+
+
+def _images_in(folder):
+    names = sorted(n for n in os.listdir(folder) if n.lower().endswith(IMAGE_EXTENSIONS))
+    return [os.path.join(folder, n) for n in names if os.path.isfile(os.path.join(folder, n))]
+
+
+def _is_folder(output: str) -> bool:
+    """Whether ``--output`` names a folder: an existing one, or a path without a file extension."""
+    return os.path.isdir(output) or not os.path.splitext(output)[1]
+
+
+def _make_parent(path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return path
+
+
+def image_output_paths(paths, output):
+    """Where the visualization of each image goes: ``output`` for one image, else ``output/<input's name>``."""
+    if len(paths) == 1 and not _is_folder(output):
+        return [_make_parent(output)]
+    names = [os.path.basename(p) for p in paths]
+    clashes = [n for n, count in collections.Counter(names).items() if count > 1]
+    if clashes:
+        sys.exit(f"Several inputs are named {clashes}: their visualizations would overwrite each other in {output}")
+    os.makedirs(output, exist_ok=True)
+    return [os.path.join(output, n) for n in names]
+
+
+def _bgr(picture):
+    """The BGR array of a Visualizer's output (VisImage)."""
+    return cv2.cvtColor(picture.get_image(), cv2.COLOR_RGB2BGR)
+
+
+def _show(picture, wait_ms: int) -> bool:
+    """Show a BGR picture in the window; False when the user pressed Esc to quit."""
+    cv2.namedWindow(WINDOW_NAME, cv2.WINDOW_NORMAL)
+    cv2.imshow(WINDOW_NAME, picture)
+    return cv2.waitKey(wait_ms) != ESC_KEY
+
+
+def _report_speed(count: int, unit: str, start: float) -> None:
+    seconds = time.perf_counter() - start
+    logger.info(f"{count} {unit} in {seconds:.2f} s: {count / max(seconds, 1e-9):.2f} {unit}/s (reading to writing)")
+
+
+def run_on_images(predictor, paths, output, results, show):
+    """
+    Predict, draw and write (or show) each image, and append its COCO results to ``results`` (unless None).
+    Unreadable images are reported and skipped. Returns the number of images processed.
+    """
+    outputs = image_output_paths(paths, output) if output else [None] * len(paths)
+    processed, failed, start = 0, [], time.perf_counter()
+    for image_id, (path, out) in enumerate(tqdm.tqdm(list(zip(paths, outputs)), disable=len(paths) == 1), 1):
+        image = cv2.imread(path, cv2.IMREAD_COLOR)  # 3 channels: gray is replicated, alpha dropped
+        if image is None:
+            logger.error(f"Cannot read image {path}: skipped")
+            failed.append(path)
+            continue
+        t0 = time.perf_counter()
+        instances = predictor(image)
+        processed += 1
+        logger.info(f"{path}: detected {len(instances)} instances in {time.perf_counter() - t0:.2f}s")
+        if results is not None:
+            results += predictor.coco_results(instances, image_id)
+        if out or show:
+            picture = _bgr(Visualizer(image[:, :, ::-1], predictor.metadata).draw_instance_predictions(instances))
+        if out and not cv2.imwrite(out, picture):
+            raise OSError(f"Cannot write {out}")
+        if show and not _show(picture, 0):
+            break
+    if failed:
+        logger.warning(f"{len(failed)} of {len(paths)} images could not be read: {', '.join(failed)}")
+    _report_speed(processed, "images", start)
+    return processed
+
+
+def _frames(capture):
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return
+        yield frame
+
+
+def open_video_writer(output, source_name, capture):
+    """A mp4v VideoWriter at ``output`` (a file, or a folder for ``<source_name>.mp4``) for the capture's frames."""
+    path = os.path.join(output, source_name + ".mp4") if _is_folder(output) else output
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+    writer = cv2.VideoWriter(_make_parent(path), cv2.VideoWriter_fourcc(*"mp4v"), fps if fps > 0 else 30.0, size)
+    if not writer.isOpened():
+        sys.exit(f"Cannot write the video {path} with the mp4v codec")
+    logger.info(f"Writing the video to {path}")
+    return writer
+
+
+def run_on_video(predictor, capture, writer, results, show):
+    """
+    Predict and draw each frame of a capture (with a VideoVisualizer) and write (or show) it, until the video ends
+    or Esc or Ctrl-C; append its COCO results to ``results`` (unless None). Returns the number of frames processed.
+    """
+    visualizer = VideoVisualizer(predictor.metadata)
+    num_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    count, start = 0, time.perf_counter()
+    try:
+        frames = tqdm.tqdm(_frames(capture), total=num_frames if num_frames > 0 else None)
+        for frame_id, frame in enumerate(frames, 1):
+            instances = predictor(frame)
+            if results is not None:
+                results += predictor.coco_results(instances, frame_id)
+            if writer or show:
+                picture = _bgr(visualizer.draw_instance_predictions(frame[:, :, ::-1], instances))
+            if writer:
+                writer.write(picture)
+            count = frame_id
+            if show and not _show(picture, 1):
+                break
+    except KeyboardInterrupt:
+        logger.info("Interrupted")
+    _report_speed(count, "frames", start)
+    return count
+
+
+def run_on_capture(predictor, args, results, show):
+    """Open the video (or the webcam) and, with ``--output``, a video writer, and run on its frames."""
+    capture = cv2.VideoCapture(0 if args.webcam else args.video_input)
+    if not capture.isOpened():
+        sys.exit("Cannot open the webcam" if args.webcam else f"Cannot open the video {args.video_input}")
+    source_name = "webcam" if args.webcam else os.path.splitext(os.path.basename(args.video_input))[0]
+    writer = open_video_writer(args.output, source_name, capture) if args.output else None
+    try:
+        return run_on_video(predictor, capture, writer, results, show)
+    finally:
+        capture.release()
+        if writer:
+            writer.release()
+
+
+def write_json(path, results):
+    with open(_make_parent(path), "w") as f:
+        json.dump(results, f)
+    logger.info(f"Wrote {len(results)} detections in COCO results format to {path}")
+
+
+def main(args) -> int:
+    """Run the demo; returns the exit status (see the module's docstring)."""
+    setup_logger(name="fvcore")
+    setup_logger()
+    logger.info(f"Arguments: {args}")
+    show = not args.output and not args.json_output
+    if show and not has_display():
+        sys.exit(
+            "Showing the results needs a display, and there is none (OpenCV without GUI, or no DISPLAY / "
+            "WAYLAND_DISPLAY): give --output (a file or folder; a .mp4 file for --webcam or --video-input) to "
+            "write them, or --json-output to save the detections"
+        )
+    for name, json_file, image_root in args.dataset:
+        register_coco_dataset(name, json_file, image_root)
+    cfg = setup_cfg(args)
+    predictor = InstancePredictor(cfg, args.confidence_threshold)
+    logger.info(f"Class names: {predictor.metadata.get('thing_classes', 'none (classes are drawn by index)')}")
+    results = [] if args.json_output else None
+    if args.input:
+        processed = run_on_images(predictor, list_images(args.input), args.output, results, show)
+    else:
+        processed = run_on_capture(predictor, args, results, show)
+    if show:
+        cv2.destroyAllWindows()
+    if args.json_output:
+        write_json(args.json_output, results)
+    return 0 if processed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(get_parser().parse_args()))
