@@ -29,9 +29,17 @@ import torch
 ORIGINAL_CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "original")
 
 # Supported models of the original (its config names) and their ResNet depth.
-ORIGINAL_MODELS = {"yolact_base": 101, "yolact_im400": 101, "yolact_im700": 101, "yolact_resnet50": 50}
+ORIGINAL_MODELS = {
+    "yolact_base": 101,
+    "yolact_im400": 101,
+    "yolact_im700": 101,
+    "yolact_resnet50": 50,
+    "yolact_plus_base": 101,
+    "yolact_plus_resnet50": 50,
+}
 # The model assumed for a depth when neither --model nor the file name tells.
 DEFAULT_MODEL_OF_DEPTH = {101: "yolact_base", 50: "yolact_resnet50"}
+DEFAULT_PLUS_MODEL_OF_DEPTH = {101: "yolact_plus_base", 50: "yolact_plus_resnet50"}
 # Number of bottleneck blocks of the third stage (conv4_x) -> ResNet depth.
 DEPTH_OF_STAGE3_BLOCKS = {6: 50, 23: 101}
 
@@ -50,6 +58,8 @@ _BLOCK_MODULES = {
     "bn3": "conv3.norm",
     "downsample.0": "shortcut",
     "downsample.1": "shortcut.norm",
+    # YOLACT++'s DCNv2 (external/DCNv2): offsets and mask from one conv, in detectron2's layout already.
+    "conv2.conv_offset_mask": "conv2_offset",
 }
 _BLOCK_PATTERN = re.compile(r"layers\.(\d+)\.(\d+)\.(.+)")
 
@@ -81,6 +91,8 @@ _YOLACT_MODULES = {
 
 # Keys of YOLACT++ checkpoints: mask re-scoring net and the offsets of deformable convs (DCNv2).
 _YOLACT_PLUS_PATTERN = re.compile(r"maskiou_net\..*|.*\.conv_offset_mask\..*")
+# YOLACT++'s mask re-scoring net: make_net's Sequential of (conv, ReLU) pairs, the same layout as ours.
+_MASKIOU_PATTERN = re.compile(r"maskiou_net\.maskiou_net\.(\d+)")
 
 
 def resnet_module(name: str) -> Optional[str]:
@@ -102,6 +114,9 @@ def yolact_module(name: str) -> Optional[str]:
     if name.startswith("backbone."):
         inner = resnet_module(name[len("backbone.") :])
         return None if inner is None else "backbone.bottom_up." + inner
+    match = _MASKIOU_PATTERN.fullmatch(name)
+    if match is not None:
+        return f"mask_rescoring.layers.{match.group(1)}"
     return _YOLACT_MODULES.get(name)
 
 
@@ -158,13 +173,17 @@ def choose_model(state_dict: Dict[str, torch.Tensor], path: str, model: Optional
     if model is None:
         model, source = model_from_filename(path), "the file name"
     if model is None:
-        model, source = DEFAULT_MODEL_OF_DEPTH[depth], f"the ResNet-{depth} weights"
+        defaults = DEFAULT_PLUS_MODEL_OF_DEPTH if is_yolact_plus(state_dict) else DEFAULT_MODEL_OF_DEPTH
+        model, source = defaults[depth], f"the ResNet-{depth} weights"
     if model not in ORIGINAL_MODELS:
         raise ValueError(f"Unknown model '{model}'; supported: {sorted(ORIGINAL_MODELS)}")
     if ORIGINAL_MODELS[model] != depth:
         raise ValueError(
             f"{source} says {model} (ResNet-{ORIGINAL_MODELS[model]}) but the weights are a ResNet-{depth}"
         )
+    if model.startswith("yolact_plus") != is_yolact_plus(state_dict):
+        raise ValueError(f"{source} says {model} but the weights are {'' if is_yolact_plus(state_dict) else 'not '}"
+                         f"YOLACT++ (deformable convs / mask re-scoring net)")
     return model
 
 
@@ -173,14 +192,22 @@ def original_config_file(model: str) -> str:
     return os.path.join(ORIGINAL_CONFIG_DIR, f"{model}.yaml")
 
 
-def check_not_yolact_plus(state_dict: Dict[str, torch.Tensor]) -> None:
-    """Refuse YOLACT++ checkpoints (mask re-scoring net, deformable convs), which are not supported yet."""
-    plus_keys = sorted(key for key in state_dict if _YOLACT_PLUS_PATTERN.fullmatch(key))
-    if plus_keys:
-        raise ValueError(
-            f"This is a YOLACT++ checkpoint ({len(plus_keys)} keys of the mask re-scoring net or of deformable "
-            f"convs, e.g. {plus_keys[0]}); converting YOLACT++ weights is not supported yet."
-        )
+def is_yolact_plus(state_dict: Dict[str, torch.Tensor]) -> bool:
+    """Whether a checkpoint has YOLACT++'s mask re-scoring net or deformable convs."""
+    return any(_YOLACT_PLUS_PATTERN.fullmatch(key) for key in state_dict)
+
+
+def fold_deform_conv_bias(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """
+    The original's DCNv2 convs have a bias; detectron2's deformable blocks have none but a (frozen) norm
+    right after the conv, so the bias moves into that norm: norm(conv(x) + b) = norm'(conv(x)) with
+    running_mean' = running_mean - b.
+    """
+    folded = dict(state_dict)
+    for key in [k for k in state_dict if k.startswith("backbone.bottom_up.") and k.endswith(".conv2.bias")]:
+        mean_key = key[: -len("bias")] + "norm.running_mean"
+        folded[mean_key] = state_dict[mean_key] - folded.pop(key)
+    return folded
 
 
 def rename_state_dict(
@@ -220,8 +247,7 @@ def background_last(x: torch.Tensor, num_anchors: int) -> torch.Tensor:
 
 def convert_yolact(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """State dict of the original's YOLACT model -> yolact_d2's (background moved last in the class logits)."""
-    check_not_yolact_plus(state_dict)
-    converted = rename_state_dict(state_dict, yolact_module, is_yolact_leftover)
+    converted = fold_deform_conv_bias(rename_state_dict(state_dict, yolact_module, is_yolact_leftover))
     head_keys = ("head.bbox_pred.bias", "head.cls_score.weight", "head.cls_score.bias")
     missing = [key for key in head_keys if key not in converted]
     if missing:

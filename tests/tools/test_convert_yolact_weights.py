@@ -50,8 +50,18 @@ def _bn(orig, ours_conv, channels):
     yield f"{orig}.num_batches_tracked", None, ()
 
 
-def _resnet(depth, prefix, stage_name):
-    """torchvision's bottleneck ResNet (stride in the 3x3 conv), stages named by ``stage_name(0..3)``."""
+def _dcn(orig, ours, width):
+    """The original's DCNv2 3x3 conv (with a bias, folded away) and its offset/mask conv (27 outputs)."""
+    yield from _conv(orig, ours, width, width, 3, bias=False)
+    yield f"{orig}.bias", None, (width,)
+    yield from _conv(f"{orig}.conv_offset_mask", ours + "_offset", 27, width, 3)
+
+
+def _resnet(depth, prefix, stage_name, deformable=lambda stage, block: False):
+    """
+    torchvision's bottleneck ResNet (stride in the 3x3 conv), stages named by ``stage_name(0..3)``; the 3x3
+    conv of the blocks where ``deformable(stage, block)`` is DCNv2 (YOLACT++).
+    """
     ours = "backbone.bottom_up."
     yield from _conv(prefix + "conv1", ours + "stem.conv1", 64, 3, 7, bias=False)
     yield from _bn(prefix + "bn1", ours + "stem.conv1", 64)
@@ -62,7 +72,10 @@ def _resnet(depth, prefix, stage_name):
             block_in = in_channels if block == 0 else 4 * width
             convs = ((width, block_in, 1), (width, width, 3), (4 * width, width, 1))
             for i, (out_channels, conv_in, kernel) in enumerate(convs, 1):
-                yield from _conv(f"{orig}conv{i}", f"{d2}conv{i}", out_channels, conv_in, kernel, bias=False)
+                if i == 2 and deformable(stage, block):
+                    yield from _dcn(f"{orig}conv2", f"{d2}conv2", width)
+                else:
+                    yield from _conv(f"{orig}conv{i}", f"{d2}conv{i}", out_channels, conv_in, kernel, bias=False)
                 yield from _bn(f"{orig}bn{i}", f"{d2}conv{i}", out_channels)
             if block == 0:
                 yield from _conv(f"{orig}downsample.0", f"{d2}shortcut", 4 * width, in_channels, 1, bias=False)
@@ -70,9 +83,14 @@ def _resnet(depth, prefix, stage_name):
         in_channels = 4 * width
 
 
-def yolact_spec(depth):
-    """Every tensor of a released YOLACT v1 checkpoint (yolact_base / resnet50 / im400 / im700)."""
-    yield from _resnet(depth, "backbone.", lambda stage: f"layers.{stage}")
+def yolact_spec(depth, plus=False):
+    """
+    Every tensor of a released YOLACT v1 checkpoint (yolact_base / resnet50 / im400 / im700), or with ``plus``
+    of a YOLACT++ one (DCNv2 every block of C3-C5 for R-50, every 3rd for R-101; 9 anchors; mask IoU net).
+    """
+    interval = 3 if depth == 101 else 1
+    deformable = (lambda stage, block: plus and stage >= 1 and block % interval == 0)
+    yield from _resnet(depth, "backbone.", lambda stage: f"layers.{stage}", deformable)
     # FPN convs are stored coarsest level first; the third downsample conv is the v1.0 leftover.
     for i, (channels, level) in enumerate(zip((2048, 1024, 512), (5, 4, 3))):
         yield from _conv(f"fpn.lat_layers.{i}", f"backbone.fpn_lateral{level}", 256, channels, 1)
@@ -83,12 +101,17 @@ def yolact_spec(depth):
     for i, ours in ((0, "protonet.pre.0"), (2, "protonet.pre.2"), (4, "protonet.pre.4"), (8, "protonet.post.0")):
         yield from _conv(f"proto_net.{i}", ours, 256, 256, 3)
     yield from _conv("proto_net.10", "protonet.predictor", 32, 256, 1)
-    head = "prediction_layers.0."
+    head, anchors = "prediction_layers.0.", 3 * NUM_ANCHORS if plus else NUM_ANCHORS
     yield from _conv(head + "upfeature.0", "head.shared.0", 256, 256, 3)
-    yield from _conv(head + "bbox_layer", "head.bbox_pred", NUM_ANCHORS * 4, 256, 3)
-    yield from _conv(head + "conf_layer", "head.cls_score", NUM_ANCHORS * NUM_CLASSES, 256, 3)
-    yield from _conv(head + "mask_layer", "head.coef_pred", NUM_ANCHORS * 32, 256, 3)
+    yield from _conv(head + "bbox_layer", "head.bbox_pred", anchors * 4, 256, 3)
+    yield from _conv(head + "conf_layer", "head.cls_score", anchors * NUM_CLASSES, 256, 3)
+    yield from _conv(head + "mask_layer", "head.coef_pred", anchors * 32, 256, 3)
     yield from _conv("semantic_seg_conv", "loss.semantic_seg_conv", NUM_CLASSES - 1, 256, 1)
+    if plus:  # maskiou_net: (conv, ReLU) x 5 with 8..128 channels, then a 1x1 conv to the 80 classes and a ReLU
+        for i, (out_channels, in_channels) in enumerate(((8, 1), (16, 8), (32, 16), (64, 32), (128, 64))):
+            yield from _conv(f"maskiou_net.maskiou_net.{2 * i}", f"mask_rescoring.layers.{2 * i}", out_channels,
+                             in_channels, 3)
+        yield from _conv("maskiou_net.maskiou_net.10", "mask_rescoring.layers.10", NUM_CLASSES - 1, 128, 1)
 
 
 def torchvision_spec(depth):
@@ -121,11 +144,19 @@ def checkpoint(spec, fill=pattern):
     return {orig: fill(i, orig, shape) for i, (orig, _, shape) in enumerate(spec)}
 
 
-def expected_conversion(spec, original):
-    """Our key -> tensor; the class logits of each anchor move from (background, 1..80) to (1..80, background)."""
+def expected_conversion(spec, original, num_anchors=NUM_ANCHORS):
+    """
+    Our key -> tensor; the class logits of each anchor move from (background, 1..80) to (1..80, background);
+    a DCN bias b moves into the norm after it (running_mean - b).
+    """
     expected = {ours: original[orig] for orig, ours, _ in spec if ours}
+    for orig, ours, _ in spec:
+        if ours is None and orig.endswith("conv2.bias"):
+            mean = orig.replace("layers.", "").split(".")
+            key = f"backbone.bottom_up.res{int(mean[1]) + 2}.{mean[2]}.conv2.norm.running_mean"
+            expected[key] = expected[key] - original[orig]
     index = torch.tensor(
-        [a * NUM_CLASSES + (j + 1) % NUM_CLASSES for a in range(NUM_ANCHORS) for j in range(NUM_CLASSES)]
+        [a * NUM_CLASSES + (j + 1) % NUM_CLASSES for a in range(num_anchors) for j in range(NUM_CLASSES)]
     )
     for key in ("head.cls_score.weight", "head.cls_score.bias"):
         expected[key] = expected[key][index]
@@ -245,16 +276,24 @@ def test_known_leftovers_are_skipped(r50_original):
     assert converted.keys() == tool.convert_yolact(r50_original).keys()
 
 
-@pytest.mark.parametrize(
-    "key", ["maskiou_net.maskiou_net.0.weight", "backbone.layers.1.0.conv2.conv_offset_mask.weight"]
-)
-def test_yolact_plus_is_refused(tmp_path, r50_original, key):
-    with pytest.raises(ValueError, match=r"YOLACT\+\+ checkpoint.*not supported yet"):
-        tool.convert_yolact({**r50_original, key: torch.zeros(1)})
-    src = str(tmp_path / "yolact_plus_base_54_800000.pth")
-    torch.save({key: torch.zeros(1)}, src)
-    with pytest.raises(ValueError, match=r"YOLACT\+\+"):
-        tool.main([src, str(tmp_path / "out.pth")])
+@pytest.mark.parametrize("depth,model", [(50, "yolact_plus_resnet50"), (101, "yolact_plus_base")])
+def test_yolact_plus_every_tensor_lands_with_dcn_bias_folded(tmp_path, depth, model):
+    spec = list(yolact_spec(depth, plus=True))
+    original = checkpoint(spec)
+    assert tool.choose_model(original, "weights.pth") == model
+    converted = tool.convert_yolact(original)
+    _assert_same_tensors(converted, expected_conversion(spec, original, num_anchors=9))
+    net = tool.build_original_model(model)
+    tool.check_matches_model(converted, net)
+    # a folded bias gives the same output: norm(conv(x) + b) == norm'(conv(x))
+    bias = original["backbone.layers.1.0.conv2.bias"]
+    mean = original["backbone.layers.1.0.bn2.running_mean"]
+    torch.testing.assert_close(converted["backbone.bottom_up.res3.0.conv2.norm.running_mean"], mean - bias)
+
+
+def test_yolact_plus_model_must_match_the_weights(r50_original):
+    with pytest.raises(ValueError, match=r"not YOLACT\+\+"):
+        tool.choose_model(r50_original, "x.pth", model="yolact_plus_resnet50")
 
 
 def test_imagenet_backbone_conversion(tmp_path):
@@ -276,7 +315,7 @@ def test_imagenet_backbone_conversion(tmp_path):
     _assert_same_tensors({key: net.state_dict()[key] for key in bottom_up}, expected)
 
 
-@pytest.mark.parametrize("model", sorted(tool.ORIGINAL_MODELS))
+@pytest.mark.parametrize("model", sorted(m for m in tool.ORIGINAL_MODELS if not m.startswith("yolact_plus")))
 def test_original_configs(model):
     cfg = get_cfg()
     add_yolact_config(cfg)
