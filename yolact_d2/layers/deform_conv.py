@@ -1,7 +1,7 @@
 """
 Deformable convolutions that run everywhere: detectron2's compiled ops when they are available and the
-input is on a GPU, ``torchvision.ops.deform_conv2d`` otherwise (CPU, or a detectron2 built without ``_C``,
-where detectron2's own ``DeformConv`` classes cannot even be built).
+input is on a GPU, ``torchvision.ops.deform_conv2d`` otherwise (CPU, a detectron2 built without ``_C``,
+where detectron2's own ``DeformConv`` classes cannot even be built, and while tracing or exporting).
 
 The modules have the constructor and parameters of detectron2's ``DeformConv`` / ``ModulatedDeformConv``
 (``weight`` (out, in / groups, kh, kw), ``bias`` for the modulated one, optional ``norm`` and ``activation``),
@@ -52,7 +52,9 @@ class _DeformConvBase(nn.Module):
         nn.init.kaiming_uniform_(self.weight, nonlinearity="relu")
 
     def _use_detectron2_op(self, x: torch.Tensor) -> bool:
-        return x.is_cuda and detectron2_deform_ops_available()
+        # detectron2's op is a Python autograd.Function, which torch.jit.trace and torch.export cannot record
+        exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()
+        return x.is_cuda and detectron2_deform_ops_available() and not exporting
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
         if self.norm is not None:

@@ -18,7 +18,7 @@ class YolactAnchorGenerator(nn.Module):
     height s / sqrt(ar) pixels (height = width with ``square``, the v1 behaviour).
 
     Anchors are ordered by level, row, column, size, aspect ratio, the order of the head's outputs, and
-    cached per (feature sizes, image size, device, dtype).
+    cached per (feature sizes, image size, device, dtype), except while torch.export or torch.compile trace.
     """
 
     def __init__(self, sizes: Sequence[Sequence[float]], aspect_ratios: Sequence[float], square: bool):
@@ -78,11 +78,12 @@ class YolactAnchorGenerator(nn.Module):
         if len(grid_sizes) != len(self.sizes):
             raise ValueError(f"Got {len(grid_sizes)} feature maps for {len(self.sizes)} anchor levels")
         key = (tuple(map(tuple, grid_sizes)), tuple(image_size), str(device), dtype)
-        if key not in self._cache:
-            self._cache[key] = torch.cat(
-                [self._level_anchors(i, g, image_size, device, dtype) for i, g in enumerate(grid_sizes)]
-            )
-        return self._cache[key]
+        if key in self._cache:
+            return self._cache[key]
+        anchors = torch.cat([self._level_anchors(i, g, image_size, device, dtype) for i, g in enumerate(grid_sizes)])
+        if not torch.compiler.is_compiling():  # torch.export / torch.compile see fake tensors: never cache those
+            self._cache[key] = anchors
+        return anchors
 
 
 def build_box2box_transform(cfg) -> Box2BoxTransform:

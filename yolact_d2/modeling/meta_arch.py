@@ -17,7 +17,53 @@ from .mask_rescoring import MaskIoUNet
 from .postprocessing import assemble_mask_logits, box_crop_masks, build_postprocessor, masks_to_image
 from .protonet import build_protonet
 
-__all__ = ["YOLACT"]
+__all__ = ["YOLACT", "as_float_image", "resize_to_input", "detections_to_instances"]
+
+
+def as_float_image(image: torch.Tensor) -> torch.Tensor:
+    """A model input's ``image`` (3, H, W) or (1, H, W), uint8 or float, as float32 (3, H, W), same device."""
+    if image.dim() != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(
+            f"YOLACT expects each 'image' as a (3, H, W) tensor in INPUT.FORMAT (a 1-channel image is "
+            f"replicated); got shape {tuple(image.shape)}. Convert 4-channel (alpha) images to 3 channels."
+        )
+    return image.to(torch.float32).expand(3, -1, -1)
+
+
+def resize_to_input(image: torch.Tensor, region: Tuple[int, int], input_size: int) -> torch.Tensor:
+    """
+    Place a float image (3, H, W) in the square network input: bilinear resize (half-pixel centres) to
+    ``region`` (h, w), then zero padding at the bottom and right to (3, S, S), S = ``input_size``.
+    """
+    if tuple(image.shape[-2:]) != tuple(region):
+        image = F.interpolate(image[None], size=region, mode="bilinear", align_corners=False)[0]
+    return F.pad(image, (0, input_size - region[1], 0, input_size - region[0]))
+
+
+def detections_to_instances(
+    boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, masks: torch.Tensor,
+    region: Tuple[int, int], input_size: int, output_size: Tuple[int, int], mask_threshold: float,
+) -> Instances:
+    """
+    Map one image's detections from the network input to its output image.
+
+    Args:
+        boxes: (D, 4) XYXY in input pixels, inside ``region``; scores (D,); classes (D,) int64.
+        masks: (D, Hp, Wp) soft masks covering the whole S x S input, S = ``input_size``.
+        region: (h, w), the top-left part of the input the image occupies; it maps onto ``output_size`` (H, W).
+    Returns:
+        :class:`Instances` of ``output_size`` with ``pred_boxes`` (clipped), ``scores``, ``pred_classes`` and
+        ``pred_masks`` (bool (D, H, W), the masks resized and binarised at ``mask_threshold``).
+    """
+    boxes = Boxes(boxes)
+    boxes.scale(output_size[1] / region[1], output_size[0] / region[0])
+    boxes.clip(output_size)
+    result = Instances(output_size)
+    result.pred_boxes = boxes
+    result.scores = scores
+    result.pred_classes = classes
+    result.pred_masks = masks_to_image(masks, region, (input_size, input_size), output_size, mask_threshold)
+    return result
 
 
 @META_ARCH_REGISTRY.register()
@@ -109,13 +155,7 @@ class YOLACT(nn.Module):
         return min(self.input_size, round(h * scale)), min(self.input_size, round(w * scale))
 
     def _normalize(self, image: torch.Tensor) -> torch.Tensor:
-        if image.dim() != 3 or image.shape[0] not in (1, 3):
-            raise ValueError(
-                f"YOLACT expects each 'image' as a (3, H, W) tensor in INPUT.FORMAT (a 1-channel image is "
-                f"replicated); got shape {tuple(image.shape)}. Convert 4-channel (alpha) images to 3 channels."
-            )
-        image = image.to(self.device, torch.float32).expand(3, -1, -1)
-        return (image - self.pixel_mean) / self.pixel_std
+        return (as_float_image(image.to(self.device)) - self.pixel_mean) / self.pixel_std
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> Tuple[torch.Tensor, List[Tuple[int, int]]]:
         """
@@ -127,14 +167,11 @@ class YOLACT(nn.Module):
         """
         if len(batched_inputs) == 0:
             raise ValueError("YOLACT got an empty list of inputs")
-        s = self.input_size
         images, regions = [], []
         for x in batched_inputs:
             image = self._normalize(x["image"])
             region = self._input_region(*image.shape[-2:])
-            if tuple(image.shape[-2:]) != region:
-                image = F.interpolate(image[None], size=region, mode="bilinear", align_corners=False)[0]
-            images.append(F.pad(image, (0, s - region[1], 0, s - region[0])))
+            images.append(resize_to_input(image, region, self.input_size))
             regions.append(region)
         return torch.stack(images), regions
 
@@ -198,26 +235,26 @@ class YOLACT(nn.Module):
         """YOLACT++: scores (D,) times the mask IoU that the re-scoring net predicts for each class."""
         return scores * self.mask_rescoring(masks).gather(1, classes[:, None]).squeeze(1)
 
-    def to_instances(self, boxes: Boxes, scores, classes, masks, region, output_size) -> Instances:
-        """Map boxes and soft masks from the input ``region`` to the output image: an :class:`Instances`."""
-        boxes.scale(output_size[1] / region[1], output_size[0] / region[0])
-        boxes.clip(output_size)
-        result = Instances(output_size)
-        result.pred_boxes = boxes
-        result.scores = scores
-        result.pred_classes = classes
-        input_size = (self.input_size, self.input_size)
-        result.pred_masks = masks_to_image(masks, region, input_size, output_size, self.mask_threshold)
-        return result
+    def detect(self, predictions: Dict, i: int, region: Tuple[int, int]) -> Tuple[torch.Tensor, ...]:
+        """
+        Decode, NMS, assemble and crop the masks (and re-score) of image ``i``, at network input resolution.
+        Traceable: no Python control flow depends on tensor values.
 
-    def _inference_single(self, predictions, i: int, region: Tuple[int, int], output_size: Tuple[int, int]):
-        """Decode, NMS, assemble and crop, (re-score,) and resize the detections of image ``i``."""
+        Returns:
+            boxes (D, 4) XYXY in input pixels clipped to ``region`` (h, w), scores (D,) by decreasing value,
+            classes (D,) int64, masks (D, Hp, Wp) soft, cropped, at prototype resolution.
+        """
         boxes, scores = self.decode(predictions, i)
         keep, classes, det_scores = self.postprocessor(boxes, scores)
-        boxes = Boxes(boxes[keep])
-        boxes.clip(region)
-        masks = self.assemble_masks(predictions["prototypes"][i], predictions["coefs"][i][keep], boxes.tensor)
+        boxes = boxes[keep]
+        boxes = torch.minimum(boxes.clamp(min=0), boxes.new_tensor([region[1], region[0]] * 2))
+        masks = self.assemble_masks(predictions["prototypes"][i], predictions["coefs"][i][keep], boxes)
         if self.mask_rescoring is not None:
             det_scores, order = self.rescore(masks, classes, det_scores).sort(descending=True)
             boxes, classes, masks = boxes[order], classes[order], masks[order]
-        return self.to_instances(boxes, det_scores, classes, masks, region, output_size)
+        return boxes, det_scores, classes, masks
+
+    def _inference_single(self, predictions, i: int, region: Tuple[int, int], output_size: Tuple[int, int]):
+        """:meth:`detect`, then the detections mapped to the output image."""
+        detections = self.detect(predictions, i, region)
+        return detections_to_instances(*detections, region, self.input_size, output_size, self.mask_threshold)

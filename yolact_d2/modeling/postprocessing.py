@@ -9,7 +9,7 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms
+from torchvision.ops import nms
 
 from detectron2.config import configurable
 from detectron2.utils.registry import Registry
@@ -44,7 +44,8 @@ def batched_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     area_b = (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
     lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])
     rb = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]  # not prod(-1): onnxruntime does not reduce an empty tensor
     union = area_a[..., :, None] + area_b[..., None, :] - inter
     return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
 
@@ -53,6 +54,14 @@ def _per_class_top_k(scores: torch.Tensor, top_k: int) -> Tuple[torch.Tensor, to
     """scores (R, C) -> (indices (C, K), scores (C, K)): each class's K = min(top_k, R) best anchors."""
     sorted_scores, idx = scores.t().sort(dim=1, descending=True)
     return idx[:, :top_k], sorted_scores[:, :top_k]
+
+
+def _suppressed(iou: torch.Tensor, nms_thresh: float, dim: int) -> torch.Tensor:
+    """
+    Fast NMS's rule on a score-sorted IoU matrix (..., K, K): box j is suppressed when a better box i < j overlaps
+    it by more than ``nms_thresh``; returns bool (..., K). Well defined (and traceable) for K = 0 as well.
+    """
+    return (iou.triu(diagonal=1) > nms_thresh).any(dim=dim)
 
 
 class YolactPostprocessor(nn.Module):
@@ -112,13 +121,9 @@ class FastNMS(YolactPostprocessor):
 
     def nms(self, boxes, scores):
         idx, cls_scores = _per_class_top_k(scores, self.top_k)  # (C, K)
-        num_classes, k = idx.shape
-        classes = torch.arange(num_classes, device=idx.device)[:, None].expand(num_classes, k)
-        if k == 0:
-            return idx.reshape(-1), classes.reshape(-1), cls_scores.reshape(-1)
+        classes = torch.arange(idx.shape[0], device=idx.device)[:, None].expand_as(idx)
         cls_boxes = boxes[idx]  # (C, K, 4)
-        iou_max = batched_box_iou(cls_boxes, cls_boxes).triu(diagonal=1).max(dim=1).values
-        keep = iou_max <= self.nms_thresh
+        keep = ~_suppressed(batched_box_iou(cls_boxes, cls_boxes), self.nms_thresh, dim=1)
         if self.second_score_thresh:
             keep &= cls_scores >= self.score_thresh
         return idx[keep], classes[keep], cls_scores[keep]
@@ -135,18 +140,16 @@ class CrossClassFastNMS(YolactPostprocessor):
         best_scores, classes = scores.max(dim=1)
         best_scores, order = best_scores.sort(descending=True)
         order, best_scores = order[: self.top_k], best_scores[: self.top_k]
-        if order.numel() == 0:
-            return order, classes[order], best_scores
         cand = boxes[order]
-        keep = batched_box_iou(cand, cand).triu(diagonal=1).max(dim=0).values <= self.nms_thresh
+        keep = ~_suppressed(batched_box_iou(cand, cand), self.nms_thresh, dim=0)
         return order[keep], classes[order[keep]], best_scores[keep]
 
 
 @POSTPROCESSOR_REGISTRY.register()
 class StandardNMS(YolactPostprocessor):
     """
-    Per-class sequential NMS (torchvision's ``batched_nms``) on each class's ``top_k`` anchors scoring at
-    least ``score_thresh`` in that class: the usual rule, for comparison with Fast NMS.
+    Per-class sequential NMS (torchvision's ``nms``) on each class's ``top_k`` anchors scoring at least
+    ``score_thresh`` in that class: the usual rule, for comparison with Fast NMS.
     """
 
     def nms(self, boxes, scores):
@@ -154,8 +157,19 @@ class StandardNMS(YolactPostprocessor):
         classes = torch.arange(idx.shape[0], device=idx.device)[:, None].expand_as(idx)
         valid = cls_scores >= self.score_thresh
         idx, classes, cls_scores = idx[valid], classes[valid], cls_scores[valid]
-        keep = batched_nms(boxes[idx], cls_scores, classes, self.nms_thresh)
+        keep = _per_class_nms(boxes[idx], cls_scores, classes, self.nms_thresh)
         return idx[keep], classes[keep], cls_scores[keep]
+
+
+def _per_class_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, nms_thresh: float):
+    """
+    NMS within each class as one ``nms`` call: each class's boxes are shifted by a multiple of the extent of all
+    coordinates, so boxes of different classes never overlap. Unlike torchvision's ``batched_nms`` it has no
+    branch on the number of boxes, which torch.export cannot trace. Returns kept indices, by decreasing score.
+    """
+    coords = torch.cat([boxes.flatten(), boxes.new_zeros(1)])  # never empty
+    extent = coords.max() - coords.min() + 1
+    return nms(boxes + (classes.to(boxes.dtype) * extent)[:, None], scores, nms_thresh)
 
 
 def build_postprocessor(cfg) -> nn.Module:

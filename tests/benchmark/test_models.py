@@ -1,0 +1,58 @@
+"""Configs of the benchmark: files or model zoo, one input size, default or fixed-detection mode."""
+import os
+
+import torch
+
+from yolact_d2.benchmark.inputs import inference_inputs, synthetic_images
+from yolact_d2.benchmark.models import (
+    DEFAULT_CONFIGS,
+    benchmark_config,
+    build_random_model,
+    config_label,
+    is_yolact,
+    resolve_config_file,
+    resolve_path,
+)
+
+YOLACT = "configs/embedded/yolact_R_18_shapes.yaml"
+
+
+def test_default_configs_resolve_to_files():
+    for spec in DEFAULT_CONFIGS:
+        assert os.path.isfile(resolve_config_file(spec)), spec
+    assert [config_label(s) for s in DEFAULT_CONFIGS] == [
+        "yolact_R_50_FPN_550", "yolact_plus_R_50_FPN_550", "mask_rcnn_R_50_FPN_3x"]
+
+
+def test_relative_paths_are_found_from_another_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert os.path.isfile(resolve_path(YOLACT))
+    assert resolve_path("no/such/file.pth") == "no/such/file.pth"
+
+
+def test_yolact_modes_and_input_size():
+    cfg = benchmark_config(YOLACT, device="cpu", input_size=96)
+    assert is_yolact(cfg) and cfg.MODEL.YOLACT.INPUT_SIZE == 96 and cfg.MODEL.WEIGHTS == ""
+    assert cfg.MODEL.YOLACT.POSTPROCESS.SCORE_THRESH == 0.05
+    fixed = benchmark_config(YOLACT, device="cpu", input_size=96, fixed_detections=7)
+    assert fixed.MODEL.YOLACT.POSTPROCESS.SCORE_THRESH == 0 and fixed.TEST.DETECTIONS_PER_IMAGE == 7
+
+
+def test_rcnn_modes_input_size_and_overrides(mask_rcnn_config):
+    cfg = benchmark_config(mask_rcnn_config, device="cpu", input_size=96, fixed_detections=7,
+                           opts=["MODEL.ROI_HEADS.NMS_THRESH_TEST", "0.6"])
+    assert not is_yolact(cfg)
+    assert cfg.INPUT.MIN_SIZE_TEST == 96 and cfg.INPUT.MAX_SIZE_TEST == 96
+    assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0 and cfg.TEST.DETECTIONS_PER_IMAGE == 7
+    assert cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST == 0.6
+
+
+def test_random_models_get_unit_scale_batch_norm_statistics():
+    """An untrained R-50 with identity FrozenBN statistics blows activations up; the calibrated one does not."""
+    cfg = benchmark_config(DEFAULT_CONFIGS[0], device="cpu", input_size=64)
+    inputs = inference_inputs(synthetic_images(1, 64), cfg)
+    model = build_random_model(cfg, inputs)
+    assert model.training is False
+    with torch.no_grad():
+        features = model.backbone.bottom_up(model.preprocess_image(inputs)[0])
+    assert all(f.abs().max() < 100 for f in features.values()), {k: float(f.abs().max()) for k, f in features.items()}

@@ -1,0 +1,91 @@
+"""Report writers: valid JSON, Markdown with every section, the AP-vs-latency PNG, the stdout tables."""
+import json
+
+import pytest
+
+from yolact_d2.benchmark.machine import machine_info
+from yolact_d2.benchmark.report import format_markdown, format_text, write_reports
+
+SECTIONS = ("## Machine", "## Latency", "## YOLACT stages", "## NMS", "## FLOPs and parameters", "## Training",
+            "## Accuracy")
+
+
+def _results(with_data: bool):
+    settings = {"input_size": 96, "batch_sizes": [1], "train_batch_size": 2, "warmup": 0, "iters": 1,
+                "images": [], "fixed_detections": 10}
+    results = {"machine": machine_info("cpu"), "settings": settings, "models": [], "reference": None,
+               "latency": [], "stages": [], "nms": None, "flops": [], "train": [], "accuracy": [], "notes": []}
+    if not with_data:
+        return results
+    memory = {"peak_memory_mb": 12.5, "memory_method": "peak RSS growth (VmHWM)"}
+    stage = {"median_ms": 4.0, "p90_ms": 5.0, "mean_ms": 4.2, "share": 0.5}
+    results.update({
+        "reference": "mask_rcnn",
+        "latency": [
+            {"config": c, "mode": "fixed", "batch_size": 1, "median_ms": ms, "p90_ms": ms, "mean_ms": ms,
+             "images_per_s": 1000 / ms, "detections": [10], "speedup": 20.0 / ms, **memory}
+            for c, ms in (("yolact", 10.0), ("mask_rcnn", 20.0))
+        ],
+        "stages": [{"config": "yolact", "mode": "fixed", "batch_size": 1, "detections": [10], "sum_ms": 8.0,
+                    "end_to_end_ms": 8.1, "plain_ms": 7.9, "stages": [
+                        {"stage": "backbone (ResNet)", "gmacs": 0.3, "gmacs_per_s": 75.0, **stage},
+                        {"stage": "decode + NMS", "gmacs": None, "gmacs_per_s": None, **stage}]}],
+        "nms": {"workload": {"anchors": 19248, "classes": 80, "nms_thresh": 0.5, "top_k": 200, "score_thresh": 0.05,
+                             "second_score_thresh": False, "max_detections": 100, "min_candidates_per_class": 900,
+                             "median_candidates_per_class": 1000.0},
+                "rows": [{"name": "StandardNMS", "median_ms": 3.0, "p90_ms": 3.5, "mean_ms": 3.1, "kept": 100,
+                          "reference_kept": 100, "common": 100, "precision": 1.0, "recall": 1.0}]},
+        "flops": [{"config": "yolact", "mode": "fixed", "gmacs": 0.6, "params": 12_000_000,
+                   "trainable_params": 11_000_000, "uncounted_ops": {"aten::triu": 1}}],
+        "train": [{"config": "yolact", "batch_size": 2, "median_ms": 250.0, "p90_ms": 260.0, "mean_ms": 255.0,
+                   "images_per_s": 8.0, **memory}],
+        "accuracy": [
+            {"config": c, "weights": "w.pth", "dataset": "shapes_val", "box_AP": ap, "box_AP50": ap, "mask_AP": ap,
+             "mask_AP50": ap, "median_ms": ms, "p90_ms": ms, "image_size": [320, 320]}
+            for c, ap, ms in (("yolact", 40.0, 30.0), ("mask_rcnn", 45.0, 90.0), ("untrained", float("nan"), 5.0))
+        ],
+        "notes": ["a note"],
+    })
+    return results
+
+
+def _strict_json(path):
+    def reject(constant):
+        raise ValueError(f"not valid JSON: {constant}")
+
+    with open(path) as f:
+        return json.load(f, parse_constant=reject)
+
+
+def test_reports_have_every_section_and_a_plot(tmp_path):
+    paths = write_reports(_results(True), str(tmp_path))
+    assert set(paths) == {"json", "markdown", "plot"}
+    data = _strict_json(paths["json"])
+    assert data["accuracy"][2]["mask_AP"] is None  # NaN is written as null
+    markdown = (tmp_path / "benchmark.md").read_text()
+    positions = [markdown.index(s) for s in SECTIONS]
+    assert positions == sorted(positions)
+    for text in ("speed-up vs mask_rcnn", "| yolact ", "end-to-end (instrumented)", "StandardNMS", "aten::triu",
+                 "median s/iter", "![Mask AP vs latency](ap_vs_latency.png)", "- a note", data["machine"]["cpu"]):
+        assert text in markdown, text
+    with open(paths["plot"], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_empty_results_say_what_was_not_measured_and_drop_an_old_plot(tmp_path):
+    write_reports(_results(True), str(tmp_path))
+    paths = write_reports(_results(False), str(tmp_path))
+    assert set(paths) == {"json", "markdown"} and not (tmp_path / "ap_vs_latency.png").exists()
+    markdown = (tmp_path / "benchmark.md").read_text()
+    assert all(s in markdown for s in SECTIONS)
+    assert markdown.count("Not measured (task not selected).") == 5
+    assert _strict_json(paths["json"])["latency"] == []
+
+
+@pytest.mark.parametrize("with_data", [True, False])
+def test_text_and_markdown_render(with_data):
+    results = _results(with_data)
+    text = format_text(results)
+    assert "== Latency ==" in text and "== Accuracy ==" in text
+    assert ("Note: a note" in text) == with_data
+    assert format_markdown(results).startswith("# YOLACT benchmark\n")

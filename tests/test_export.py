@@ -1,0 +1,225 @@
+"""Export of a tiny random YOLACT / YOLACT++ to TorchScript and ONNX: the exported files must reproduce eager mode."""
+import importlib.util
+import os
+
+import onnx
+import pytest
+import torch
+
+from detectron2.modeling import build_model
+
+from yolact_d2.export import (
+    OUTPUT_NAMES,
+    ExportedYolact,
+    YolactExportable,
+    export_onnx,
+    export_torchscript,
+    preprocess_image,
+)
+from yolact_d2.modeling import FastNMS
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit.:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:`create_unbacked_symint` is deprecated:FutureWarning"),  # torchvision's
+]
+
+SIZE = 96
+EXPORTERS = {"ts": export_torchscript, "onnx": export_onnx}
+
+
+def _small_cfg(**kwargs):
+    """tests/conftest.py's ``small_cfg``, imported by path: ``import conftest`` may find another folder's."""
+    path = os.path.join(os.path.dirname(__file__), "conftest.py")
+    spec = importlib.util.spec_from_file_location("_tests_conftest", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.small_cfg(**kwargs)
+
+
+def _cfg(postprocessor="FastNMS", plus=False):
+    """The tiny R-18 model at input 96, or YOLACT++ on a tiny deformable R-50 (1/8 of the widths)."""
+    cfg = _small_cfg(input_size=SIZE)
+    y = cfg.MODEL.YOLACT
+    y.POSTPROCESS.NAME = postprocessor
+    # with these random weights, the images of IMAGES give many, few and no detections
+    y.POSTPROCESS.SCORE_THRESH = 0.75 if plus else 0.5
+    if plus:
+        r = cfg.MODEL.RESNETS
+        r.DEPTH, r.STEM_OUT_CHANNELS, r.WIDTH_PER_GROUP, r.RES2_OUT_CHANNELS = 50, 16, 8, 32
+        r.DEFORM_ON_PER_STAGE, r.DEFORM_MODULATED = [False, True, True, True], True
+        y.ANCHOR.SIZES = [[s * SIZE / 550 * 2 ** (j / 3) for j in range(3)] for s in (24, 48, 96, 192, 384)]
+        y.MASK_RESCORING.ENABLED = True
+    return cfg
+
+
+def _model(cfg):
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    if model.mask_rescoring is not None:
+        # predicted IoUs above 0: no ties between re-scored detections, whose order would then be arbitrary
+        torch.nn.init.constant_(model.mask_rescoring.layers[-2].bias, 0.5)
+    return model
+
+
+def _images():
+    g = torch.Generator().manual_seed(0)
+    return {
+        "many": torch.randint(0, 256, (3, SIZE, SIZE), generator=g, dtype=torch.uint8),
+        "few": torch.linspace(0, 255, SIZE).expand(3, SIZE, SIZE).to(torch.uint8),
+        "none": torch.full((3, SIZE, SIZE), 128, dtype=torch.uint8),
+    }
+
+
+IMAGES = _images()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: the machine's cores are shared, and the models are tiny."""
+    num_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num_threads)
+
+
+def _export(model, fmt, folder):
+    """Export ``model`` recorded on the image with few detections; returns the file's path."""
+    path = str(folder / f"model.{fmt}")
+    EXPORTERS[fmt](model, preprocess_image(IMAGES["few"], SIZE), path)
+    return path
+
+
+def _eager_detections(model, image):
+    """What the exported graph computes, run eagerly: (boxes, scores, classes, masks)."""
+    with torch.no_grad():
+        images, regions = model.preprocess_image([{"image": image}])
+        return model.detect(model._predict(images), 0, regions[0])
+
+
+def _check_same_detections(model, exported):
+    """The exported graph gives eager mode's detections on every image; returns the detection counts."""
+    counts = []
+    for image in IMAGES.values():
+        expected = _eager_detections(model, image)
+        got = exported.run(preprocess_image(image, SIZE))
+        assert [o.shape[0] for o in got] == [len(expected[0])] * 4
+        boxes, scores, classes, masks = got
+        torch.testing.assert_close(boxes, expected[0], rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(scores, expected[1], rtol=1e-4, atol=1e-5)
+        assert classes.dtype == torch.int64 and torch.equal(classes, expected[2])
+        torch.testing.assert_close(masks, expected[3], rtol=1e-4, atol=1e-4)
+        counts.append(len(scores))
+    return counts
+
+
+@pytest.fixture(scope="module")
+def fast_nms(tmp_path_factory):
+    """The tiny FastNMS model, its config and its exported files by format."""
+    cfg = _cfg()
+    model = _model(cfg)
+    folder = tmp_path_factory.mktemp("export")
+    return model, cfg, {fmt: _export(model, fmt, folder) for fmt in EXPORTERS}
+
+
+@pytest.mark.parametrize("fmt", sorted(EXPORTERS))
+def test_exported_graph_equals_eager_for_any_number_of_detections(fast_nms, fmt):
+    model, cfg, paths = fast_nms
+    counts = _check_same_detections(model, ExportedYolact(paths[fmt], cfg))
+    # recorded on the "few" image: one with max detections (cut at TEST.DETECTIONS_PER_IMAGE) and one with none
+    assert counts[0] == cfg.TEST.DETECTIONS_PER_IMAGE and 0 < counts[1] < counts[0] and counts[2] == 0
+
+
+@pytest.mark.parametrize("fmt", sorted(EXPORTERS))
+def test_exported_model_gives_eager_instances(fast_nms, fmt):
+    model, cfg, paths = fast_nms
+    exported = ExportedYolact(paths[fmt], cfg)
+    g = torch.Generator().manual_seed(1)
+    inputs = [
+        {"image": torch.randint(0, 256, (3, 70, 130), generator=g, dtype=torch.uint8), "height": 140, "width": 100},
+        {"image": IMAGES["many"][:1]},
+        {"image": IMAGES["none"], "height": 50, "width": 60},
+    ]
+    with torch.no_grad():
+        expected = model(inputs)
+    for e, o in zip(expected, exported(inputs)):
+        e, o = e["instances"], o["instances"]
+        assert o.image_size == e.image_size and set(o.get_fields()) == set(e.get_fields())
+        torch.testing.assert_close(o.pred_boxes.tensor, e.pred_boxes.tensor, rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(o.scores, e.scores, rtol=1e-4, atol=1e-5)
+        assert torch.equal(o.pred_classes, e.pred_classes)
+        assert o.pred_masks.shape == e.pred_masks.shape and o.pred_masks.dtype == torch.bool
+        assert (o.pred_masks != e.pred_masks).sum() <= 1e-3 * o.pred_masks.numel()
+    assert len(o) == 0
+
+
+def test_onnx_file_is_valid_and_self_contained(fast_nms):
+    _, _, paths = fast_nms
+    proto = onnx.load(paths["onnx"])
+    onnx.checker.check_model(proto, full_check=True)
+    assert [i.name for i in proto.graph.input] == ["images"]
+    assert [o.name for o in proto.graph.output] == list(OUTPUT_NAMES)
+    assert {node.domain for node in proto.graph.node} <= {"", "ai.onnx"}  # standard operators only
+    assert sorted(os.listdir(os.path.dirname(paths["onnx"]))) == ["model.onnx", "model.ts"]  # weights inside
+
+
+def test_traced_graph_refuses_a_batch(fast_nms):
+    _, _, paths = fast_nms
+    module = torch.jit.load(paths["ts"])
+    with pytest.raises(RuntimeError, match="invalid for input"):
+        module(torch.zeros(2, 3, SIZE, SIZE))
+
+
+@pytest.mark.parametrize(
+    "postprocessor,fmt", [("CrossClassFastNMS", "ts"), ("StandardNMS", "ts"), ("StandardNMS", "onnx")]
+)
+def test_other_postprocessors_export(tmp_path, postprocessor, fmt):
+    cfg = _cfg(postprocessor)
+    model = _model(cfg)
+    path = _export(model, fmt, tmp_path)
+    counts = _check_same_detections(model, ExportedYolact(path, cfg))
+    assert counts[0] > counts[1] > 0 and counts[2] == 0
+    if fmt == "onnx":
+        assert "NonMaxSuppression" in {node.op_type for node in onnx.load(path).graph.node}
+
+
+@pytest.mark.parametrize("fmt", sorted(EXPORTERS))
+def test_yolact_plus_exports_deformable_convs_and_rescoring(tmp_path, fmt):
+    cfg = _cfg(plus=True)
+    model = _model(cfg)
+    path = _export(model, fmt, tmp_path)  # before any eager run: the anchor cache must not keep traced tensors
+    counts = _check_same_detections(model, ExportedYolact(path, cfg))
+    assert counts[0] > counts[1] > 0 and counts[2] == 0
+    if fmt == "onnx":
+        assert "DeformConv" in {node.op_type for node in onnx.load(path).graph.node}
+
+
+class _CustomNMS(FastNMS):
+    """A user's post-processor: whether it traces correctly is unknown."""
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda m: setattr(m, "postprocessor", _CustomNMS(_cfg())), "NAME='_CustomNMS' cannot be exported"),
+        (lambda m: setattr(m, "preserve_aspect_ratio", True), "PRESERVE_ASPECT_RATIO=True cannot be exported"),
+        (lambda m: m.train(), "eval mode"),
+    ],
+    ids=["custom post-processor", "preserved aspect ratio", "training mode"],
+)
+def test_unexportable_models_fail_clearly(tmp_path, change, message):
+    model = _model(_cfg())
+    change(model)
+    for fmt in EXPORTERS:
+        with pytest.raises(ValueError, match=message):
+            _export(model, fmt, tmp_path)
+    assert not os.listdir(tmp_path)
+
+
+def test_exportable_checks_its_input_and_the_file_type(fast_nms, tmp_path):
+    model, cfg, _ = fast_nms
+    with pytest.raises(ValueError, match=r"shape \(1, 3, 96, 96\); got \(2, 3, 96, 96\)"):
+        YolactExportable(model)(torch.zeros(2, 3, SIZE, SIZE))
+    with pytest.raises(ValueError, match="Only YOLACT"):
+        YolactExportable(torch.nn.Conv2d(3, 3, 1).eval())
+    with pytest.raises(ValueError, match="Unknown exported model"):
+        ExportedYolact(str(tmp_path / "model.pkl"), cfg)

@@ -1,0 +1,154 @@
+"""
+The models a benchmark compares: their configs (files, or detectron2's model zoo as ``model_zoo:NAME``) set to
+one input size, device and work mode, and the models built from them: with random weights (whose batch norm
+statistics are measured on the benchmark's images, so that activations and outputs look like a trained
+model's) or with trained ones.
+"""
+import os
+from typing import Dict, Optional, Sequence
+
+import torch
+from torch import nn
+
+from detectron2 import model_zoo
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode, get_cfg
+from detectron2.layers import FrozenBatchNorm2d
+from detectron2.modeling import build_model
+
+from ..config import add_yolact_config
+
+__all__ = [
+    "MODEL_ZOO_PREFIX",
+    "DEFAULT_CONFIGS",
+    "resolve_path",
+    "resolve_config_file",
+    "config_label",
+    "is_yolact",
+    "load_config",
+    "benchmark_config",
+    "build_random_model",
+    "build_trained_model",
+]
+
+MODEL_ZOO_PREFIX = "model_zoo:"
+# YOLACT R-50, YOLACT++ R-50 and detectron2's Mask R-CNN R-50-FPN.
+DEFAULT_CONFIGS = (
+    "configs/yolact_R_50_FPN_550.yaml",
+    "configs/yolact_plus_R_50_FPN_550.yaml",
+    MODEL_ZOO_PREFIX + "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_3x.yaml",
+)
+# Relative paths are looked up in the working directory, then in the repository holding this package.
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def resolve_path(path: str) -> str:
+    """``path`` if it exists (or is absolute), else the repository's file of that relative path if it exists."""
+    if os.path.exists(path) or os.path.isabs(path):
+        return path
+    in_repo = os.path.join(_REPO_ROOT, path)
+    return in_repo if os.path.exists(in_repo) else path
+
+
+def resolve_config_file(spec: str) -> str:
+    """The config file of ``spec``: a path (see :func:`resolve_path`) or ``model_zoo:NAME`` for detectron2's
+    ``model_zoo.get_config_file(NAME)``."""
+    if spec.startswith(MODEL_ZOO_PREFIX):
+        return model_zoo.get_config_file(spec[len(MODEL_ZOO_PREFIX):])
+    return resolve_path(spec)
+
+
+def config_label(spec: str) -> str:
+    """A short name for a config: its file name without the extension."""
+    return os.path.splitext(os.path.basename(spec))[0]
+
+
+def is_yolact(cfg: CfgNode) -> bool:
+    return cfg.MODEL.META_ARCHITECTURE == "YOLACT"
+
+
+def load_config(spec: str, *, device: str, opts: Sequence[str] = ()) -> CfgNode:
+    """A detectron2 config with yolact_d2's keys, merged from ``spec``, on ``device``, with ``opts`` applied."""
+    cfg = get_cfg()
+    add_yolact_config(cfg)
+    cfg.merge_from_file(resolve_config_file(spec))
+    cfg.MODEL.DEVICE = device
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def _set_input_size(cfg: CfgNode, size: int) -> None:
+    """YOLACT resizes inside the model to its square input; an R-CNN gets ``size`` as both test size limits,
+    so that a ``size`` x ``size`` image is fed unchanged (and is padded to the FPN's divisibility)."""
+    if is_yolact(cfg):
+        cfg.MODEL.YOLACT.INPUT_SIZE = size
+    else:
+        cfg.INPUT.MIN_SIZE_TEST = size
+        cfg.INPUT.MAX_SIZE_TEST = size
+
+
+def _set_fixed_detections(cfg: CfgNode, num_detections: int) -> None:
+    """Score threshold 0 and ``num_detections`` per image: every model emits exactly that many (the work is
+    equal); the count is reported with each measurement to show it."""
+    cfg.TEST.DETECTIONS_PER_IMAGE = num_detections
+    if is_yolact(cfg):
+        cfg.MODEL.YOLACT.POSTPROCESS.SCORE_THRESH = 0.0
+    else:
+        cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+
+
+def benchmark_config(
+    spec: str, *, device: str, input_size: int, fixed_detections: Optional[int] = None, opts: Sequence[str] = ()
+) -> CfgNode:
+    """
+    ``spec`` with random weights (``MODEL.WEIGHTS ""``) at ``input_size``, at its own score threshold, or with
+    ``fixed_detections`` detections per image when given. ``opts`` are applied last.
+    """
+    cfg = load_config(spec, device=device)
+    cfg.MODEL.WEIGHTS = ""
+    _set_input_size(cfg, input_size)
+    if fixed_detections is not None:
+        _set_fixed_detections(cfg, fixed_detections)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
+def _normalize_batch_norms(model: nn.Module, inputs: Sequence[Dict]) -> None:
+    """
+    Set the running statistics of every (frozen) batch norm to those of its input on ``inputs``, layer after
+    layer in one forward, so that random weights keep activations at the scale trained ones give. With the
+    identity statistics of an untrained FrozenBN, activations grow by orders of magnitude through a ResNet-50
+    and the outputs degenerate (saturated scores, proposals clipped to empty boxes), which changes the work.
+    """
+
+    def calibrate(module, args):
+        x = args[0]
+        module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
+        module.running_var.copy_(x.var(dim=(0, 2, 3)))
+
+    norms = [m for m in model.modules() if isinstance(m, (FrozenBatchNorm2d, nn.BatchNorm2d))]
+    handles = [m.register_forward_pre_hook(calibrate) for m in norms if m.running_mean is not None]
+    try:
+        with torch.no_grad():
+            model(list(inputs))
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def build_random_model(cfg: CfgNode, inputs: Sequence[Dict]) -> nn.Module:
+    """
+    The config's model with seeded random weights, its batch norm statistics taken from ``inputs`` (detectron2
+    input dicts, see :func:`_normalize_batch_norms`), in eval mode.
+    """
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    _normalize_batch_norms(model, inputs)
+    return model
+
+
+def build_trained_model(cfg: CfgNode) -> nn.Module:
+    """The config's model with the weights of ``cfg.MODEL.WEIGHTS``, in eval mode."""
+    model = build_model(cfg).eval()
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    return model

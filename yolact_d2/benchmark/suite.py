@@ -1,0 +1,214 @@
+"""
+The benchmark suite: every selected measurement of every config, in one process, on the same images, device and
+input size, gathered in one results dict (written out by :mod:`.report`).
+"""
+import dataclasses
+import logging
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .accuracy import DEFAULT_EVAL_WEIGHTS, evaluate_accuracy
+from .complexity import analyze_complexity
+from .inputs import inference_inputs, read_images, synthetic_images, training_inputs
+from .latency import add_speedups, measure_latency
+from .machine import machine_info
+from .models import (
+    DEFAULT_CONFIGS,
+    benchmark_config,
+    build_random_model,
+    config_label,
+    is_yolact,
+    load_config,
+    resolve_config_file,
+    resolve_path,
+)
+from .nms import compare_nms
+from .stages import measure_stages
+from .training import measure_training
+
+__all__ = ["TASKS", "BenchmarkSettings", "run_benchmark"]
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("latency", "stages", "nms", "flops", "train", "accuracy")
+
+
+@dataclasses.dataclass
+class BenchmarkSettings:
+    """
+    What to measure. Every config runs at ``input_size`` on ``device`` with random weights, at its own score
+    threshold ("default" mode) and, unless ``fixed_detections`` is 0, at score threshold 0 with exactly
+    ``fixed_detections`` detections per image ("fixed" mode, the equal-work comparison; also the mode of the
+    stage breakdown and FLOP count). ``eval_weights`` (config, weights) pairs are evaluated by the "accuracy"
+    task (None: the embedded dataset's checkpoints, skipped when absent). ``exported`` is a model file for
+    ``yolact_d2.export.ExportedYolact`` with ``exported_config`` (default: the first YOLACT config).
+    """
+
+    configs: Sequence[str] = DEFAULT_CONFIGS
+    device: str = "cpu"
+    input_size: int = 550
+    batch_sizes: Sequence[int] = (1, 2)
+    warmup: int = 1
+    iters: int = 3
+    tasks: Sequence[str] = TASKS
+    fixed_detections: int = 100
+    images: Sequence[str] = ()
+    train_batch_size: int = 2
+    eval_weights: Optional[Sequence[Tuple[str, str]]] = None
+    exported: Optional[str] = None
+    exported_config: Optional[str] = None
+    output_dir: str = "output/benchmark"
+    opts: Sequence[str] = ()
+
+
+def _check(s: BenchmarkSettings) -> None:
+    unknown = sorted(set(s.tasks) - set(TASKS))
+    if unknown:
+        raise ValueError(f"Unknown tasks {unknown}; choose from {', '.join(TASKS)}")
+    if min(s.batch_sizes, default=0) < 1 or s.train_batch_size < 1 or s.iters < 1:
+        raise ValueError("Batch sizes and --iters must be >= 1")
+    if s.warmup < 0 or s.fixed_detections < 0:
+        raise ValueError("--warmup and --fixed-detections must be >= 0")
+    labels = [config_label(c) for c in s.configs]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"Configs need distinct file names (they label the results); got {labels}")
+
+
+def _images(s: BenchmarkSettings):
+    """The images of every run: the files (cycled) or synthetic ones, enough for the largest batch."""
+    count = max(list(s.batch_sizes) + [s.train_batch_size])
+    if not s.images:
+        return synthetic_images(count, s.input_size)
+    files = read_images(s.images, s.input_size)
+    return [files[i % len(files)] for i in range(count)]
+
+
+def _modes(s: BenchmarkSettings) -> List[Tuple[str, Optional[int]]]:
+    return [("default", None)] + ([("fixed", s.fixed_detections)] if s.fixed_detections else [])
+
+
+def _exported_model_class():
+    """``yolact_d2.export.ExportedYolact``, with a clear error where that module is missing or broken."""
+    try:
+        from ..export import ExportedYolact
+    except ImportError as e:
+        raise RuntimeError(
+            f"--exported needs ExportedYolact from yolact_d2.export, which cannot be imported: {e}"
+        ) from e
+    return ExportedYolact
+
+
+def _inference_tasks(spec, images, s, results) -> None:
+    """Latency, stages and FLOPs of one config in each mode."""
+    label = config_label(spec)
+    work_mode = _modes(s)[-1][0]
+    for mode, num_detections in _modes(s):
+        if mode != work_mode and "latency" not in s.tasks:
+            continue
+        cfg = benchmark_config(spec, device=s.device, input_size=s.input_size,
+                               fixed_detections=num_detections, opts=s.opts)
+        model = build_random_model(cfg, inference_inputs(images[:1], cfg))
+        if "latency" in s.tasks:
+            for batch_size in s.batch_sizes:
+                logger.info("latency: %s, %s mode, batch %d", label, mode, batch_size)
+                row = measure_latency(model, inference_inputs(images[:batch_size], cfg),
+                                      warmup=s.warmup, iters=s.iters, device=s.device)
+                results["latency"].append({"config": label, "mode": mode, **row})
+                if num_detections is not None and set(row["detections"]) != {num_detections}:
+                    results["notes"].append(
+                        f"{label} emitted {row['detections']} detections in fixed mode, not {num_detections}")
+        if mode == work_mode:
+            _work_mode_tasks(label, mode, cfg, model, inference_inputs(images[:1], cfg), s, results)
+
+
+def _work_mode_tasks(label, mode, cfg, model, inputs, s, results) -> None:
+    """FLOPs and parameters (any model) and the stage breakdown (YOLACT) on one image."""
+    want_stages = "stages" in s.tasks and is_yolact(cfg)
+    if "flops" not in s.tasks and not want_stages:
+        return
+    logger.info("FLOPs: %s", label)
+    complexity = analyze_complexity(model, inputs)
+    if "flops" in s.tasks:
+        results["flops"].append({"config": label, "mode": mode,
+                                 **{k: v for k, v in complexity.items() if k != "gmacs_by_module"}})
+    if want_stages:
+        logger.info("stages: %s", label)
+        stages = measure_stages(model, inputs, warmup=s.warmup, iters=s.iters, device=s.device,
+                                gmacs_by_module=complexity["gmacs_by_module"])
+        plain = [r["median_ms"] for r in results["latency"]
+                 if (r["config"], r["mode"], r["batch_size"]) == (label, mode, len(inputs))]
+        results["stages"].append({"config": label, "mode": mode, **stages, "plain_ms": plain[0] if plain else None})
+
+
+def _training_task(spec, images, s, results) -> None:
+    label = config_label(spec)
+    logger.info("training: %s", label)
+    cfg = benchmark_config(spec, device=s.device, input_size=s.input_size, opts=s.opts)
+    batch = training_inputs(images[: s.train_batch_size], cfg)
+    results["train"].append({"config": label, **measure_training(cfg, batch, warmup=s.warmup, iters=s.iters)})
+
+
+def _exported_task(exported_class, yolact_specs, images, s, results) -> None:
+    spec = s.exported_config or (yolact_specs[0] if yolact_specs else None)
+    if spec is None:
+        raise ValueError("--exported needs --exported-config when no YOLACT config is benchmarked")
+    cfg = benchmark_config(spec, device=s.device, input_size=s.input_size, opts=s.opts)
+    model = exported_class(s.exported, cfg)
+    label = "exported:" + os.path.basename(s.exported)
+    for batch_size in s.batch_sizes:
+        logger.info("latency: %s, batch %d", label, batch_size)
+        row = measure_latency(model, inference_inputs(images[:batch_size], cfg),
+                              warmup=s.warmup, iters=s.iters, device=s.device)
+        results["latency"].append({"config": label, "mode": "default", **row})
+
+
+def _accuracy_task(s, results) -> None:
+    pairs = DEFAULT_EVAL_WEIGHTS if s.eval_weights is None else s.eval_weights
+    for config, weights in pairs:
+        path = resolve_path(weights)
+        if not os.path.isfile(path):
+            results["notes"].append(f"Accuracy of {config_label(config)} skipped: {weights} does not exist")
+            continue
+        logger.info("accuracy: %s with %s", config_label(config), path)
+        results["accuracy"].extend(evaluate_accuracy(
+            config, path, device=s.device, warmup=s.warmup, iters=s.iters, output_dir=s.output_dir, opts=s.opts))
+
+
+def run_benchmark(s: BenchmarkSettings) -> Dict:
+    """
+    Run the selected tasks. Returns a dict of ``machine``, ``settings``, ``models`` (label, config file,
+    meta-architecture), ``reference`` (the first non-YOLACT config: latency speed-ups are relative to it),
+    ``latency``, ``stages``, ``nms``, ``flops``, ``train`` and ``accuracy`` results and ``notes``.
+    """
+    _check(s)
+    exported_class = _exported_model_class() if s.exported else None
+    results = {
+        "machine": machine_info(s.device),
+        "settings": dataclasses.asdict(s),
+        "models": [],
+        "reference": None,
+        "latency": [], "stages": [], "nms": None, "flops": [], "train": [], "accuracy": [], "notes": [],
+    }
+    images = _images(s)
+    for spec in s.configs:
+        arch = load_config(spec, device=s.device, opts=s.opts).MODEL.META_ARCHITECTURE
+        results["models"].append({"config": config_label(spec), "file": resolve_config_file(spec),
+                                  "meta_architecture": arch})
+        if set(s.tasks) & {"latency", "stages", "flops"}:
+            _inference_tasks(spec, images, s, results)
+        if "train" in s.tasks:
+            _training_task(spec, images, s, results)
+    yolact_specs = [c for c, m in zip(s.configs, results["models"]) if m["meta_architecture"] == "YOLACT"]
+    if exported_class is not None and "latency" in s.tasks:
+        _exported_task(exported_class, yolact_specs, images, s, results)
+    elif exported_class is not None:
+        results["notes"].append("--exported is timed by the latency task, which was not selected")
+    results["reference"] = next((m["config"] for m in results["models"] if m["meta_architecture"] != "YOLACT"), None)
+    if results["reference"]:
+        add_speedups(results["latency"], results["reference"])
+    if "nms" in s.tasks:
+        logger.info("NMS comparison")
+        results["nms"] = compare_nms(warmup=s.warmup, iters=s.iters, device=s.device)
+    if "accuracy" in s.tasks:
+        _accuracy_task(s, results)
+    return results

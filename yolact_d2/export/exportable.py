@@ -1,0 +1,75 @@
+"""The whole YOLACT inference, post-processing included, as one traceable module."""
+from typing import Tuple
+
+import torch
+from torch import nn
+
+from ..modeling import YOLACT, CrossClassFastNMS, FastNMS, StandardNMS
+
+__all__ = ["YolactExportable", "check_exportable", "OUTPUT_NAMES"]
+
+# The exported graph's outputs, in order (also the output names of the ONNX file).
+OUTPUT_NAMES = ("boxes", "scores", "classes", "masks")
+# Post-processors whose inference has no Python control flow on tensor values, so that a trace is correct for
+# every input, whatever its number of candidates and detections.
+EXPORTABLE_POSTPROCESSORS = (FastNMS, CrossClassFastNMS, StandardNMS)
+
+
+def check_exportable(model: nn.Module) -> None:
+    """Raise a ValueError saying why ``model`` cannot be exported, if it cannot."""
+    if not isinstance(model, YOLACT):
+        raise ValueError(f"Only YOLACT models can be exported here; got {type(model).__name__}")
+    if model.training:
+        raise ValueError("Export traces inference: put the model in eval mode first (model.eval())")
+    postprocessor = type(model.postprocessor).__name__
+    if type(model.postprocessor) not in EXPORTABLE_POSTPROCESSORS:
+        names = ", ".join(cls.__name__ for cls in EXPORTABLE_POSTPROCESSORS)
+        raise ValueError(
+            f"MODEL.YOLACT.POSTPROCESS.NAME={postprocessor!r} cannot be exported: only {names} are known to trace "
+            "correctly (no Python control flow on tensor values)."
+        )
+    if model.preserve_aspect_ratio:
+        raise ValueError(
+            "MODEL.YOLACT.PRESERVE_ASPECT_RATIO=True cannot be exported: the exported graph takes images resized "
+            "to the whole square input and clips boxes and masks to it, as the paper (PRESERVE_ASPECT_RATIO=False)."
+        )
+
+
+class YolactExportable(nn.Module):
+    """
+    A :class:`YOLACT` in eval mode, wrapped for ``torch.jit.trace`` and ``torch.onnx.export``: one image at
+    the fixed network size in, its detections out. Everything from normalisation to YOLACT++'s re-scoring is
+    in the graph: backbone, FPN, protonet, head, anchors (constants), box decoding, the configured NMS, mask
+    assembly and crop, re-scoring. Only pasting the masks onto the original image stays outside
+    (:func:`yolact_d2.export.paste_masks`, :func:`yolact_d2.export.outputs_to_instances`).
+
+    ``forward(images)``:
+
+    * images: (1, 3, S, S) float32 pixel values (0-255) in ``INPUT.FORMAT``, the image already resized to the
+      square network input, S = ``MODEL.YOLACT.INPUT_SIZE`` (:func:`yolact_d2.export.preprocess_image`).
+      A traced graph accepts no other shape.
+    * returns (boxes, scores, classes, masks) for the D detections, 0 <= D <= ``TEST.DETECTIONS_PER_IMAGE``
+      (D depends on the image): boxes (D, 4) float XYXY in input pixels within [0, S]; scores (D,) in
+      decreasing order; classes (D,) int64 in [0, NUM_CLASSES); masks (D, Hp, Wp) float soft masks in [0, 1]
+      at prototype resolution, covering the whole S x S input, zero outside their box (padded by 1 pixel).
+    """
+
+    def __init__(self, model: YOLACT):
+        check_exportable(model)
+        super().__init__()
+        self.model = model
+        self.eval()
+
+    @property
+    def input_size(self) -> int:
+        return self.model.input_size
+
+    def forward(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        s = self.input_size
+        if tuple(images.shape) != (1, 3, s, s):
+            shape = tuple(int(d) for d in images.shape)  # sizes are tensors while tracing
+            raise ValueError(f"YolactExportable takes images of shape (1, 3, {s}, {s}); got {shape}")
+        # a reshape to constant sizes (not images[0]) makes a traced graph refuse a batch of several images
+        normalized = self.model._normalize(images.reshape(3, s, s))
+        predictions = self.model._predict(normalized[None])
+        return self.model.detect(predictions, 0, (s, s))

@@ -1,0 +1,90 @@
+"""Run an exported YOLACT (TorchScript or ONNX file) like the eager model: detectron2 inputs in, Instances out."""
+import os
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+
+from detectron2.structures import Instances
+
+from ..modeling import YOLACT
+from ..modeling.meta_arch import as_float_image, detections_to_instances, resize_to_input
+
+__all__ = ["ExportedYolact", "preprocess_image", "outputs_to_instances"]
+
+
+def preprocess_image(image: torch.Tensor, input_size: int) -> torch.Tensor:
+    """
+    An input's ``image`` (3, H, W) or (1, H, W) in ``INPUT.FORMAT``, uint8 or float, as the exported model takes
+    it: resized as the eager model resizes (bilinear, half-pixel centres) to (1, 3, S, S) float32, 0-255.
+    """
+    return resize_to_input(as_float_image(image), (input_size, input_size), input_size)[None]
+
+
+def outputs_to_instances(
+    outputs: Sequence[torch.Tensor], output_size: Tuple[int, int], input_size: int, mask_threshold: float
+) -> Instances:
+    """
+    The exported model's outputs (boxes, scores, classes, masks) for one image as the eager model's
+    :class:`Instances` of ``output_size`` (H, W): boxes scaled from the S x S input and clipped, masks pasted
+    (bilinear resize, then ``> mask_threshold``; :func:`yolact_d2.export.paste_masks`).
+    """
+    region = (input_size, input_size)
+    return detections_to_instances(*outputs, region, input_size, output_size, mask_threshold)
+
+
+class _TorchScriptRunner:
+    def __init__(self, path: str, device: torch.device):
+        self.module = torch.jit.load(path, map_location=device)
+        self.device = device
+
+    def __call__(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        with torch.no_grad():
+            return tuple(self.module(images.to(self.device)))
+
+
+class _OnnxRunner:
+    def __init__(self, path: str, device: torch.device):
+        import onnxruntime
+
+        self.session = onnxruntime.InferenceSession(path, providers=onnxruntime.get_available_providers())
+        self.device = device
+
+    def __call__(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        outputs = self.session.run(None, {"images": images.cpu().numpy()})
+        return tuple(torch.from_numpy(o).to(self.device) for o in outputs)
+
+
+_RUNNERS = {".ts": _TorchScriptRunner, ".pt": _TorchScriptRunner, ".onnx": _OnnxRunner}
+
+
+class ExportedYolact:
+    """
+    An exported YOLACT (``model.ts``, run by TorchScript on ``MODEL.DEVICE``, or ``model.onnx``, run by
+    onnxruntime) called like the eager model: a list of dicts with ``image`` (C, H, W) in ``INPUT.FORMAT`` and
+    optional ``height`` / ``width`` in, a list of ``{"instances": Instances}`` out, with the fields and
+    coordinates of :class:`YOLACT`'s. Images are processed one at a time.
+
+    ``cfg`` is the config the model was exported with (``MODEL.YOLACT.INPUT_SIZE``, ``MODEL.YOLACT.POSTPROCESS
+    .MASK_THRESH``, ``MODEL.DEVICE``). To time the exported model, call the instance (the whole pipeline) or
+    :meth:`run` (the exported graph alone, on a :func:`preprocess_image` output).
+    """
+
+    def __init__(self, path: str, cfg):
+        extension = os.path.splitext(path)[1]
+        if extension not in _RUNNERS:
+            raise ValueError(f"Unknown exported model {path!r}: expected one of {sorted(_RUNNERS)}")
+        self.input_size = cfg.MODEL.YOLACT.INPUT_SIZE
+        self.mask_threshold = cfg.MODEL.YOLACT.POSTPROCESS.MASK_THRESH
+        self.device = torch.device(cfg.MODEL.DEVICE)
+        self._runner = _RUNNERS[extension](path, self.device)
+
+    def run(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        """The exported graph on images (1, 3, S, S): (boxes, scores, classes, masks), see YolactExportable."""
+        return self._runner(images)
+
+    def __call__(self, batched_inputs: List[Dict]) -> List[Dict[str, Instances]]:
+        return [{"instances": self._inference_single(x)} for x in batched_inputs]
+
+    def _inference_single(self, x: Dict) -> Instances:
+        outputs = self.run(preprocess_image(x["image"].to(self.device), self.input_size))
+        return outputs_to_instances(outputs, YOLACT._output_size(x), self.input_size, self.mask_threshold)
