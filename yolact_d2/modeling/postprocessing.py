@@ -38,22 +38,30 @@ Registry for YOLACT's detection post-processors (NMS variants), selected by
 def batched_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """
     IoU of every box in ``a`` (..., K, 4) with every box in ``b`` (..., M, 4), XYXY: returns (..., K, M).
-    Degenerate boxes have IoU 0 with everything.
+    Degenerate boxes have IoU 0 with everything. Works coordinate by coordinate on (..., K, M) tensors.
     """
-    area_a = (a[..., 2] - a[..., 0]).clamp(min=0) * (a[..., 3] - a[..., 1]).clamp(min=0)
-    area_b = (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
-    lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])
-    rb = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]  # not prod(-1): onnxruntime does not reduce an empty tensor
+    ax1, ay1, ax2, ay2 = a.unbind(-1)
+    bx1, by1, bx2, by2 = b.unbind(-1)
+    area_a = (ax2 - ax1).clamp(min=0) * (ay2 - ay1).clamp(min=0)
+    area_b = (bx2 - bx1).clamp(min=0) * (by2 - by1).clamp(min=0)
+    iw = torch.minimum(ax2[..., :, None], bx2[..., None, :]) - torch.maximum(ax1[..., :, None], bx1[..., None, :])
+    ih = torch.minimum(ay2[..., :, None], by2[..., None, :]) - torch.maximum(ay1[..., :, None], by1[..., None, :])
+    inter = iw.clamp(min=0) * ih.clamp(min=0)
     union = area_a[..., :, None] + area_b[..., None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
+    return inter / union.clamp(min=1e-12)
 
 
 def _per_class_top_k(scores: torch.Tensor, top_k: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """scores (R, C) -> (indices (C, K), scores (C, K)): each class's K = min(top_k, R) best anchors."""
-    sorted_scores, idx = scores.t().sort(dim=1, descending=True)
-    return idx[:, :top_k], sorted_scores[:, :top_k]
+    """
+    scores (R, C) -> (indices (C, K), scores (C, K)): each class's K = min(top_k, R) best anchors, best first.
+    A partial top-k selection; a full sort while tracing or exporting, where K must follow R at run time.
+    """
+    scores = scores.t()
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        sorted_scores, idx = scores.sort(dim=1, descending=True)
+        return idx[:, :top_k], sorted_scores[:, :top_k]
+    top_scores, idx = scores.topk(min(top_k, scores.shape[1]), dim=1)
+    return idx, top_scores
 
 
 def _suppressed(iou: torch.Tensor, nms_thresh: float, dim: int) -> torch.Tensor:
