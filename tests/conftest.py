@@ -1,4 +1,6 @@
-"""Shared fixtures: small YOLACT configs that build and run in well under a second on a CPU."""
+"""Shared fixtures: small YOLACT configs that build and run in well under a second on a CPU; one torch thread."""
+import contextlib
+
 import pytest
 import torch
 
@@ -34,3 +36,27 @@ def small_cfg(num_classes: int = 5, input_size: int = 160):
 def cfg():
     torch.manual_seed(0)
     return small_cfg()
+
+
+@contextlib.contextmanager
+def _torch_threads(num_threads: int):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(num_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: tiny models gain nothing from more, and on shared cores they lose a lot."""
+    with _torch_threads(1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def one_thread_per_module():
+    """:func:`one_thread` for a whole module (``pytestmark = pytest.mark.usefixtures(...)``)."""
+    with _torch_threads(1):
+        yield

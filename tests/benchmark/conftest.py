@@ -1,15 +1,11 @@
 """Fixtures of the benchmark tests: one torch thread, and small YOLACT and Mask R-CNN configs as files."""
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: the tiny models gain nothing from more, and on shared cores they lose a lot."""
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """Every benchmark test runs with one torch thread (tests/conftest.py)."""
     yield
-    torch.set_num_threads(num_threads)
 
 
 @pytest.fixture

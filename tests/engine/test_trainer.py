@@ -1,4 +1,3 @@
-import copy
 import os
 import subprocess
 import sys
@@ -6,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.evaluation import inference_on_dataset
 from detectron2.structures import BitMasks, Boxes, Instances
 

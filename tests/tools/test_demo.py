@@ -1,6 +1,5 @@
 """tools/demo.py on a randomly initialised tiny YOLACT: images (gray, RGBA, corrupt), COCO json output, video."""
 import contextlib
-import importlib.util
 import io
 import os
 import subprocess
@@ -9,7 +8,6 @@ import sys
 import cv2
 import numpy as np
 import pytest
-import torch
 from pycocotools.coco import COCO
 
 from yolact_d2.data.synthetic import generate_yolact_shapes
@@ -21,21 +19,9 @@ TINY = ["--confidence-threshold", "0", "MODEL.YOLACT.INPUT_SIZE", "96", "TEST.DE
 
 
 @pytest.fixture(scope="module")
-def demo():
+def demo(load_tool):
     """tools/demo.py as a module."""
-    spec = importlib.util.spec_from_file_location("yolact_demo", os.path.join(ROOT, "tools", "demo.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def one_thread():
-    """One torch thread: the machine's cores are shared, and the model is tiny."""
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
+    return load_tool("demo.py")
 
 
 @pytest.fixture(scope="module")

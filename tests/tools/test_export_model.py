@@ -1,5 +1,4 @@
 """tools/export_model.py on a random tiny YOLACT: a TorchScript export, checked and usable; clear refusals."""
-import importlib.util
 import os
 
 import cv2
@@ -20,21 +19,9 @@ TINY = ["MODEL.YOLACT.INPUT_SIZE", "96", "MODEL.YOLACT.POSTPROCESS.SCORE_THRESH"
 
 
 @pytest.fixture(scope="module")
-def tool():
+def tool(load_tool):
     """tools/export_model.py as a module."""
-    spec = importlib.util.spec_from_file_location("yolact_export_model", os.path.join(ROOT, "tools", "export_model.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def one_thread():
-    """One torch thread: the machine's cores are shared, and the model is tiny."""
-    num_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(num_threads)
+    return load_tool("export_model.py")
 
 
 def _export(tool, args):

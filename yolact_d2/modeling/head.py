@@ -1,5 +1,5 @@
 """YOLACT's prediction head: class, box and mask-coefficient branches shared across pyramid levels."""
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 import fvcore.nn.weight_init as weight_init
 import torch
