@@ -46,7 +46,7 @@ def test_a_few_iterations_reduce_the_loss_on_a_fixed_batch(cfg, tiny_dataset):
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         opt.step()
-        history.append(float(loss))
+        history.append(loss.item())
     assert history[-1] < 0.6 * history[0], history
 
 
