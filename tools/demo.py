@@ -45,7 +45,6 @@ import time
 import cv2
 import tqdm
 
-from detectron2.config import get_cfg
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
@@ -53,7 +52,7 @@ from detectron2.utils.logger import setup_logger
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import Visualizer
 
-from yolact_d2 import add_yolact_config
+from yolact_d2.config import load_yolact_config
 from yolact_d2.data import add_dataset_argument, register_coco_dataset
 from yolact_d2.data.build import check_num_classes
 
@@ -91,10 +90,7 @@ def get_parser():
 
 def setup_cfg(args):
     """The config of the file and ``opts``, with the confidence threshold; checks the class count."""
-    cfg = get_cfg()
-    add_yolact_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts[1:] if args.opts[:1] == ["--"] else args.opts)
+    cfg = load_yolact_config(args.config_file, args.opts)
     cfg.MODEL.YOLACT.POSTPROCESS.SCORE_THRESH = args.confidence_threshold
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.confidence_threshold
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.confidence_threshold

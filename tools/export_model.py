@@ -29,12 +29,11 @@ import numpy as np
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.data import detection_utils
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
-from yolact_d2 import add_yolact_config
+from yolact_d2.config import load_yolact_config
 from yolact_d2.export import ExportedYolact, export_onnx, export_torchscript, preprocess_image
 
 # --format -> (file name, exporter)
@@ -71,10 +70,7 @@ def parse_args(argv=None):
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    add_yolact_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts[1:] if args.opts[:1] == ["--"] else args.opts)
+    cfg = load_yolact_config(args.config_file, args.opts)
     cfg.freeze()
     return cfg
 

@@ -15,21 +15,16 @@ A COCO-format dataset of your own is registered by ``--dataset NAME JSON_FILE IM
 """
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 
-import yolact_d2.data  # noqa: F401  (registers the embedded dataset)
-from yolact_d2 import add_yolact_config
+from yolact_d2.config import load_yolact_config
 from yolact_d2.data import add_dataset_argument, register_coco_dataset
 from yolact_d2.engine import YolactTrainer
 
 
 def setup(args):
-    cfg = get_cfg()
-    add_yolact_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_yolact_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg

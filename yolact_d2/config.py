@@ -1,5 +1,22 @@
 """Config keys of yolact_d2, added to a detectron2 config by :func:`add_yolact_config`."""
+from typing import List
+
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
+
+__all__ = ["add_yolact_config", "load_yolact_config"]
+
+
+def load_yolact_config(config_file: str, opts: List[str]) -> CN:
+    """
+    detectron2's default config + :func:`add_yolact_config`, merged with ``config_file`` and the ``KEY VALUE``
+    list ``opts`` (a leading "--", which argparse leaves in a REMAINDER list, is dropped). Not frozen.
+    """
+    cfg = get_cfg()
+    add_yolact_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(opts[1:] if opts[:1] == ["--"] else opts)
+    return cfg
 
 
 def add_yolact_config(cfg):
