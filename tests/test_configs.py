@@ -42,10 +42,14 @@ def test_config_merges(path):
         assert len(cfg.MODEL.YOLACT.ANCHOR.SIZES) == len(cfg.MODEL.YOLACT.IN_FEATURES)
 
 
-def test_yolact_plus_anchor_sizes_are_three_octave_steps():
-    cfg = _load(os.path.join(ROOT, "configs", "yolact_plus_R_50_FPN_550.yaml"))
-    for level, base in zip(cfg.MODEL.YOLACT.ANCHOR.SIZES, (24, 48, 96, 192, 384)):
-        assert level == pytest.approx([base * 2 ** (j / 3) for j in range(3)], rel=1e-5)
+@pytest.mark.parametrize("name,bases", [
+    ("yolact_plus_R_50_FPN_550.yaml", (24, 48, 96, 192, 384)),
+    ("embedded/yolact_plus_R_18_shapes.yaml", (11, 22, 45, 89, 179)),
+])
+def test_yolact_plus_anchor_sizes_are_three_octave_steps(name, bases):
+    cfg = _load(os.path.join(ROOT, "configs", name))
+    for level, base in zip(cfg.MODEL.YOLACT.ANCHOR.SIZES, bases):
+        assert level == pytest.approx([base * 2 ** (j / 3) for j in range(3)], rel=1e-3)
     assert not cfg.MODEL.YOLACT.ANCHOR.SQUARE and cfg.MODEL.YOLACT.MASK_RESCORING.ENABLED
 
 

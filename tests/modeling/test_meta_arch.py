@@ -58,6 +58,20 @@ def test_batched_inference_equals_one_by_one(cfg):
         assert (b.pred_masks != s.pred_masks).float().mean() < 1e-3
 
 
+def test_channels_last_changes_the_layout_not_the_results(cfg):
+    model = _model(cfg)
+    assert model.channels_last  # the default
+    images, _ = model.preprocess_image([{"image": _image(96, 128, 3)}])
+    with torch.no_grad():
+        fast = model._predict(images)
+        model.channels_last = False
+        plain = model._predict(images)
+    assert fast["features"]["p3"].is_contiguous(memory_format=torch.channels_last)
+    assert plain["features"]["p3"].is_contiguous()
+    for key in ("prototypes", "cls_logits", "box_deltas", "coefs"):
+        torch.testing.assert_close(fast[key], plain[key], rtol=1e-4, atol=1e-4)
+
+
 def test_preserved_aspect_ratio_maps_boxes_back(cfg):
     cfg.MODEL.YOLACT.PRESERVE_ASPECT_RATIO = True
     model = _model(cfg)

@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 from torchvision.ops import nms
 
 from yolact_d2.modeling.postprocessing import (
@@ -11,6 +12,7 @@ from yolact_d2.modeling.postprocessing import (
     box_crop_masks,
     masks_to_image,
 )
+from yolact_d2.modeling.postprocessing import _suppressed
 
 
 def _iou(a, b):
@@ -141,3 +143,66 @@ def test_masks_to_image_maps_the_region_onto_the_output():
     half = masks_to_image(masks, (4, 8), (8, 8), (20, 40), 0.5)
     assert half[0, :19, :19].all() and not half[0, :, 21:].any() and half.shape == (1, 20, 40)
     assert masks_to_image(torch.zeros(0, 8, 8), (8, 8), (8, 8), (5, 6), 0.5).shape == (0, 5, 6)
+
+
+def _interpolate_then_threshold(masks, region, input_size, output_size, threshold):
+    """The plain computation masks_to_image stands for: resize the whole input, keep the image's part."""
+    full = (round(output_size[0] * input_size[0] / region[0]), round(output_size[1] * input_size[1] / region[1]))
+    resized = F.interpolate(masks[None], size=full, mode="bilinear", align_corners=False)[0]
+    resized = resized[:, : output_size[0], : output_size[1]]
+    return resized, resized > threshold
+
+
+@pytest.mark.parametrize(
+    "region,output_size",
+    [((48, 48), (48, 48)), ((48, 40), (90, 70)), ((30, 48), (19, 31)), ((48, 48), (200, 200)), ((33, 48), (33, 48))],
+)
+def test_masks_to_image_equals_full_resize_then_threshold(region, output_size):
+    g = torch.Generator().manual_seed(sum(output_size))
+    xy = torch.rand(40, 2, generator=g) * 10
+    wh = torch.rand(40, 2, generator=g) * torch.tensor([[10.0], [2.0], [4.0], [12.0]]).repeat(10, 1)
+    boxes = torch.cat([xy, xy + wh], 1)  # from sub-pixel to the whole 12 x 12 grid, some past the edge
+    masks = torch.rand(40, 12, 12, generator=g) * box_crop_masks(boxes, (12, 12), padding=0.0)
+    masks[3] = 0.0  # an empty mask
+    masks[4] = torch.rand(12, 12, generator=g)  # non-zero everywhere
+    masks[5, 11, 11] = 0.9  # an isolated pixel at the corner
+    resized, expected = _interpolate_then_threshold(masks, region, (48, 48), output_size, 0.5)
+    result = masks_to_image(masks, region, (48, 48), output_size, 0.5, chunk_size=7)
+    assert result.shape == expected.shape and result.dtype == torch.bool
+    differ = result != expected
+    # the only differences a float rounding can make: values within a rounding error of the threshold
+    assert ((resized[differ] - 0.5).abs() < 1e-5).all()
+    assert differ.sum() <= 2 and expected.flatten(1).any(dim=1).sum() >= 20
+    assert not result[3].any()
+
+
+def test_masks_to_image_threshold_zero_and_negative():
+    masks = torch.zeros(2, 8, 8)
+    masks[0, 2:4, 2:4] = 0.3
+    _, expected = _interpolate_then_threshold(masks, (8, 8), (8, 8), (16, 16), 0.0)
+    assert torch.equal(masks_to_image(masks, (8, 8), (8, 8), (16, 16), 0.0), expected)
+    with pytest.raises(ValueError, match="threshold"):
+        masks_to_image(masks, (8, 8), (8, 8), (16, 16), -0.1)
+
+
+@pytest.mark.parametrize("nms_thresh", [0.0, 0.3, 0.5, 0.9])
+def test_suppression_rule_matches_iou_loop(nms_thresh):
+    boxes, _ = _random_dets(3 * 25, 1, int(nms_thresh * 10))
+    boxes = boxes.reshape(3, 25, 4)
+    boxes[1, 4] = boxes[1, 4, [2, 3, 0, 1]]  # degenerate (inverted) box: overlaps nothing
+    boxes[2, 5] = boxes[2, 0]  # duplicates its better box exactly
+    suppressed = _suppressed(boxes, nms_thresh, chunk_size=2)
+    expected = torch.tensor([
+        [any(_iou_or_zero(cls[i], cls[j]) > nms_thresh for i in range(j)) for j in range(25)]
+        for cls in boxes.tolist()
+    ])
+    assert torch.equal(suppressed, expected) and expected[2, 5]
+    assert _suppressed(boxes[:, :0], nms_thresh).shape == (3, 0)
+    assert _suppressed(boxes[0], nms_thresh).shape == (25,)
+
+
+def _iou_or_zero(a, b):
+    """IoU, 0 for degenerate boxes."""
+    if a[2] <= a[0] or a[3] <= a[1] or b[2] <= b[0] or b[3] <= b[1]:
+        return 0.0
+    return _iou(a, b)

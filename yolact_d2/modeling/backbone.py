@@ -1,6 +1,6 @@
 """
-ResNet-FPN backbone of YOLACT: P3-P5 from res3-res5, P6 and P7 by stride-2 convs from P5; for YOLACT++ the
-3x3 convs of every n-th bottleneck block of chosen stages are deformable.
+ResNet-FPN backbone of YOLACT: P3-P5 from res3-res5, P6 and P7 by stride-2 convs from P5; for YOLACT++ a 3x3
+conv of every n-th block (bottleneck, or basic for ResNet-18/34) of chosen stages is deformable.
 """
 import contextlib
 from typing import Dict
@@ -10,10 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from detectron2.layers import ShapeSpec
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, FPN
 from detectron2.modeling.backbone import resnet as resnet_module
-from detectron2.modeling.backbone.resnet import BottleneckBlock, DeformBottleneckBlock, ResNet, build_resnet_backbone
+from detectron2.modeling.backbone.resnet import (
+    BasicBlock,
+    BottleneckBlock,
+    DeformBottleneckBlock,
+    ResNet,
+    build_resnet_backbone,
+)
 
 from ..layers import DeformConv, ModulatedDeformConv
 
@@ -21,6 +27,7 @@ __all__ = [
     "YolactFPN",
     "YolactTopBlock",
     "YolactDeformBottleneckBlock",
+    "YolactDeformBasicBlock",
     "build_yolact_resnet",
     "build_yolact_resnet_fpn_backbone",
 ]
@@ -67,16 +74,63 @@ class YolactDeformBottleneckBlock(DeformBottleneckBlock):
         )
 
 
+class YolactDeformBasicBlock(BasicBlock):
+    """
+    detectron2's ResNet-18/34 ``BasicBlock`` whose second 3x3 conv (stride 1) is deformable, built like the 3x3
+    conv of ``DeformBottleneckBlock``: ``conv2_offset`` (zero-initialised, so training starts from a plain
+    conv) predicts the offsets, and for DCNv2 the modulation mask, from the first conv's output. detectron2
+    has no deformable basic block; this one gives the small ResNets a YOLACT++ backbone.
+    """
+
+    def __init__(self, in_channels, out_channels, *, stride=1, norm="BN", deform_modulated=False,
+                 deform_num_groups=1):
+        super().__init__(in_channels, out_channels, stride=stride, norm=norm)
+        self.deform_modulated = deform_modulated
+        offsets_per_group = 27 if deform_modulated else 18  # (2 + modulated) * 3 * 3
+        self.conv2_offset = Conv2d(out_channels, offsets_per_group * deform_num_groups, kernel_size=3, padding=1)
+        conv = ModulatedDeformConv if deform_modulated else DeformConv
+        self.conv2 = conv(out_channels, out_channels, kernel_size=3, padding=1, bias=False,
+                          deformable_groups=deform_num_groups, norm=get_norm(norm, out_channels))
+        weight_init.c2_msra_fill(self.conv2)
+        nn.init.constant_(self.conv2_offset.weight, 0)
+        nn.init.constant_(self.conv2_offset.bias, 0)
+
+    @classmethod
+    def like(cls, block: BasicBlock, norm: str, modulated: bool, num_groups: int):
+        """A deformable block with the channels and stride of a plain ``block``."""
+        return cls(block.in_channels, block.out_channels, stride=block.stride, norm=norm,
+                   deform_modulated=modulated, deform_num_groups=num_groups)
+
+    def forward(self, x):
+        out = F.relu_(self.conv1(x))
+        offset = self.conv2_offset(out)
+        if self.deform_modulated:
+            offset_x, offset_y, mask = torch.chunk(offset, 3, dim=1)
+            out = self.conv2(out, torch.cat((offset_x, offset_y), dim=1), mask.sigmoid())
+        else:
+            out = self.conv2(out, offset)
+        out += x if self.shortcut is None else self.shortcut(x)
+        return F.relu_(out)
+
+
+def _deformable_like(block: nn.Module, norm: str, modulated: bool, num_groups: int) -> nn.Module:
+    """The deformable version of a plain ResNet block."""
+    if isinstance(block, BottleneckBlock):
+        return YolactDeformBottleneckBlock.like(block, norm, modulated, num_groups)
+    if isinstance(block, BasicBlock):
+        return YolactDeformBasicBlock.like(block, norm, modulated, num_groups)
+    raise TypeError(f"No deformable version of the ResNet block {type(block).__name__}")
+
+
 def build_yolact_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
     """
     detectron2's ResNet (``MODEL.RESNETS.*``) where, in each stage with ``DEFORM_ON_PER_STAGE`` set, blocks
     0, n, 2n, ... (n = ``MODEL.YOLACT.DEFORM_INTERVAL``) have a deformable 3x3 conv (DCNv2 with
-    ``DEFORM_MODULATED``). detectron2 itself can only make every block of a stage deformable.
+    ``DEFORM_MODULATED``). detectron2 itself can only make every block of a stage deformable, and only
+    bottleneck blocks.
     """
     rcfg = cfg.MODEL.RESNETS
     deform_stages = list(rcfg.DEFORM_ON_PER_STAGE)
-    if any(deform_stages) and rcfg.DEPTH < 50:
-        raise ValueError(f"Deformable convs need bottleneck blocks (ResNet-50 or deeper); got DEPTH={rcfg.DEPTH}")
     interval = cfg.MODEL.YOLACT.DEFORM_INTERVAL
     if interval < 1:
         raise ValueError(f"MODEL.YOLACT.DEFORM_INTERVAL must be >= 1; got {interval}")
@@ -88,9 +142,7 @@ def build_yolact_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
     for name, stage in zip(resnet.stage_names, resnet.stages):
         if stages.get(name):
             for i in range(0, len(stage), interval):
-                stage[i] = YolactDeformBottleneckBlock.like(
-                    stage[i], rcfg.NORM, rcfg.DEFORM_MODULATED, rcfg.DEFORM_NUM_GROUPS
-                )
+                stage[i] = _deformable_like(stage[i], rcfg.NORM, rcfg.DEFORM_MODULATED, rcfg.DEFORM_NUM_GROUPS)
     return resnet.freeze(cfg.MODEL.BACKBONE.FREEZE_AT)
 
 

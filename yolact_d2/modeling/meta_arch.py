@@ -100,6 +100,7 @@ class YOLACT(nn.Module):
         pixel_mean: Tuple[float, ...],
         pixel_std: Tuple[float, ...],
         mask_threshold: float,
+        channels_last: bool = False,
     ):
         super().__init__()
         self.backbone = backbone
@@ -114,6 +115,7 @@ class YOLACT(nn.Module):
         self.input_size = input_size
         self.preserve_aspect_ratio = preserve_aspect_ratio
         self.mask_threshold = mask_threshold
+        self.channels_last = channels_last
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -141,6 +143,7 @@ class YOLACT(nn.Module):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "mask_threshold": cfg.MODEL.YOLACT.POSTPROCESS.MASK_THRESH,
+            "channels_last": cfg.MODEL.YOLACT.CHANNELS_LAST,
         }
 
     @property
@@ -177,6 +180,8 @@ class YOLACT(nn.Module):
 
     def _predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Backbone, protonet and head on a batch (N, 3, S, S); returns the raw predictions and anchors."""
+        if self.channels_last:  # the convolutions keep the layout of their input
+            images = images.contiguous(memory_format=torch.channels_last)
         features = self.backbone(images)
         head_features = [features[f] for f in self.in_features]
         cls_logits, box_deltas, coefs = self.head(head_features)

@@ -4,6 +4,7 @@ YOLACT's inference post-processing: NMS variants (POSTPROCESSOR_REGISTRY) and ma
 Coordinates: boxes are XYXY in pixels of the frame they are given in (network input for NMS; prototype
 pixels for cropping, where pixel (r, c) covers [c, c + 1) x [r, r + 1)).
 """
+import math
 from typing import Tuple
 
 import torch
@@ -64,12 +65,32 @@ def _per_class_top_k(scores: torch.Tensor, top_k: int) -> Tuple[torch.Tensor, to
     return idx, top_scores
 
 
-def _suppressed(iou: torch.Tensor, nms_thresh: float, dim: int) -> torch.Tensor:
+def _suppressed(boxes: torch.Tensor, nms_thresh: float, chunk_size: int = 16) -> torch.Tensor:
     """
-    Fast NMS's rule on a score-sorted IoU matrix (..., K, K): box j is suppressed when a better box i < j overlaps
-    it by more than ``nms_thresh``; returns bool (..., K). Well defined (and traceable) for K = 0 as well.
+    Fast NMS's rule on score-sorted boxes (..., K, 4), XYXY: box j is suppressed when a better box i < j of the
+    same leading index overlaps it by IoU > ``nms_thresh``; returns bool (..., K).
+
+    IoU > t is evaluated without a division, as inter * (1 + t) > t * (area_i + area_j) (degenerate boxes never
+    overlap), in place where possible, over ``chunk_size`` leading indices at a time so that the (chunk, K, K) intermediates stay in the
+    CPU cache. Well defined (and traceable) for K = 0 as well.
     """
-    return (iou.triu(diagonal=1) > nms_thresh).any(dim=dim)
+    lead, k = boxes.shape[:-2], boxes.shape[-2]
+    flat = boxes.reshape(math.prod(lead), k, 4)
+    parts = [_suppressed_chunk(part, nms_thresh) for part in flat.split(chunk_size)]
+    suppressed = torch.cat(parts) if parts else flat.new_zeros((0, k), dtype=torch.bool)
+    return suppressed.reshape(*lead, k)
+
+
+def _suppressed_chunk(boxes: torch.Tensor, nms_thresh: float) -> torch.Tensor:
+    """:func:`_suppressed` for boxes (N, K, 4) at once."""
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    # inter * (1 + t) > t * (area_i + area_j)  <=>  inter > share_i + share_j
+    share = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0) * (nms_thresh / (1 + nms_thresh))
+    iw = torch.minimum(x2[:, :, None], x2[:, None, :]).sub_(torch.maximum(x1[:, :, None], x1[:, None, :]))
+    ih = torch.minimum(y2[:, :, None], y2[:, None, :]).sub_(torch.maximum(y1[:, :, None], y1[:, None, :]))
+    inter = iw.clamp_(min=0).mul_(ih)  # negative where the boxes are apart vertically
+    overlaps = inter > share[:, :, None] + share[:, None, :]
+    return overlaps.triu_(diagonal=1).any(dim=1)
 
 
 class YolactPostprocessor(nn.Module):
@@ -131,7 +152,7 @@ class FastNMS(YolactPostprocessor):
         idx, cls_scores = _per_class_top_k(scores, self.top_k)  # (C, K)
         classes = torch.arange(idx.shape[0], device=idx.device)[:, None].expand_as(idx)
         cls_boxes = boxes[idx]  # (C, K, 4)
-        keep = ~_suppressed(batched_box_iou(cls_boxes, cls_boxes), self.nms_thresh, dim=1)
+        keep = ~_suppressed(cls_boxes, self.nms_thresh)
         if self.second_score_thresh:
             keep &= cls_scores >= self.score_thresh
         return idx[keep], classes[keep], cls_scores[keep]
@@ -149,7 +170,7 @@ class CrossClassFastNMS(YolactPostprocessor):
         best_scores, order = best_scores.sort(descending=True)
         order, best_scores = order[: self.top_k], best_scores[: self.top_k]
         cand = boxes[order]
-        keep = ~_suppressed(batched_box_iou(cand, cand), self.nms_thresh, dim=0)
+        keep = ~_suppressed(cand, self.nms_thresh)
         return order[keep], classes[order[keep]], best_scores[keep]
 
 
@@ -219,21 +240,109 @@ def box_crop_masks(boxes: torch.Tensor, size: Tuple[int, int], padding: float = 
 
 def masks_to_image(
     masks: torch.Tensor, region: Tuple[int, int], input_size: Tuple[int, int], output_size: Tuple[int, int],
-    threshold: float,
+    threshold: float, chunk_size: int = 16,
 ) -> torch.Tensor:
     """
-    Bring soft masks that cover the whole network input to the output image and binarise them.
+    Bring soft masks that cover the whole network input to the output image and binarise them: the result of
+    a bilinear resize (half-pixel centres, as ``F.interpolate(..., align_corners=False)``) then ``> threshold``,
+    computed only in each mask's window: the output pixels whose bilinear taps reach its non-zero values.
+    Elsewhere the resized mask is 0, so for ``threshold >= 0`` the rest of the output is False; a mask cropped
+    by its box thus costs its box's area, not the image's. Masks are taken by ``chunk_size`` in order of
+    window area; each chunk is resized in windows of its largest window's size.
 
     Args:
         masks: (D, Hp, Wp) probabilities on the network input (of size ``input_size`` = (S_h, S_w)).
         region: (h, w), the top-left part of the input the image occupies (the rest is padding).
         output_size: (H, W) of the output image, which maps onto ``region``.
     Returns:
-        bool (D, H, W): bilinear resize (half-pixel centres), then ``> threshold``.
+        bool (D, H, W).
     """
+    if threshold < 0:
+        raise ValueError(f"masks_to_image needs a mask threshold >= 0, got {threshold}")
     out_h, out_w = output_size
-    if masks.shape[0] == 0:
-        return torch.zeros((0, out_h, out_w), dtype=torch.bool, device=masks.device)
-    full = (round(out_h * input_size[0] / region[0]), round(out_w * input_size[1] / region[1]))
-    resized = F.interpolate(masks[None], size=full, mode="bilinear", align_corners=False)[0]
-    return resized[:, :out_h, :out_w] > threshold
+    num_masks, in_h, in_w = masks.shape
+    result = torch.zeros((num_masks, out_h, out_w), dtype=torch.bool, device=masks.device)
+    if num_masks == 0:
+        return result
+    # The resize maps the whole input onto ``full``, of which the output is the top-left (H, W) part.
+    scale_h = in_h / round(out_h * input_size[0] / region[0])
+    scale_w = in_w / round(out_w * input_size[1] / region[1])
+    support = masks > 0
+    row_start, row_len = _output_window(support.any(dim=2), scale_h, out_h)
+    col_start, col_len = _output_window(support.any(dim=1), scale_w, out_w)
+    order = (row_len * col_len).argsort()
+    for idx in order.split(chunk_size):
+        win_h, win_w = int(row_len[idx].max()), int(col_len[idx].max())
+        if win_h == 0 or win_w == 0:
+            continue
+        top = row_start[idx].clamp(max=out_h - win_h)
+        left = col_start[idx].clamp(max=out_w - win_w)
+        rows = top[:, None] + torch.arange(win_h, device=masks.device)
+        cols = left[:, None] + torch.arange(win_w, device=masks.device)
+        windows = _resize_windows(masks[idx], rows, cols, scale_h, scale_w) > threshold
+        # One slice copy per mask: on a CPU, an index_put_ of all the windows at once is ten times slower.
+        for i, y, x, window in zip(idx.tolist(), top.tolist(), left.tolist(), windows):
+            result[i, y : y + win_h, x : x + win_w] = window
+    return result
+
+
+def _output_window(support: torch.Tensor, scale: float, out_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """
+    Along one axis, the output pixels whose bilinear taps can reach a non-zero input pixel.
+
+    Args:
+        support: bool (D, N_in), the input pixels where each mask is non-zero.
+        scale: input pixels per output pixel.
+    Returns:
+        start (D,) and length (D,) int64 of each mask's output window within [0, out_size); length 0 for a
+        mask with no support there.
+    """
+    n_in = support.shape[1]
+    first = support.to(torch.uint8).argmax(dim=1).to(torch.float64)
+    last = (n_in - 1 - support.flip(1).to(torch.uint8).argmax(dim=1)).to(torch.float64)
+    # Output x samples input x_in = (x + 0.5) * scale - 0.5 from floor(x_in) and floor(x_in) + 1: it reaches
+    # [first, last] exactly when first - 1 < x_in < last + 1. One pixel of margin on each side.
+    start = ((first - 0.5) / scale - 0.5).floor().clamp(min=0)
+    end = ((last + 1.5) / scale - 0.5).ceil().clamp(max=out_size - 1)
+    length = (end - start + 1).clamp(min=0) * support.any(dim=1)
+    return start.long(), length.long()
+
+
+def _interpolation_matrix(dst: torch.Tensor, scale: float, in_size: int, block: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """
+    PyTorch's bilinear interpolation (``align_corners=False``) along one axis, for output pixels ``dst``
+    (N, n) int64 (increasing along n), restricted to a block of ``block`` consecutive input pixels per row.
+
+    Returns:
+        the blocks' first input pixel (N,) and the interpolation weights (N, n, block): output pixel
+        ``dst[i, j]`` is ``weights[i, j] @ input[first[i] : first[i] + block]``.
+    """
+    src = ((dst.to(torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
+    i0 = src.long()
+    w1 = src - i0
+    first = i0[:, 0].clamp(max=in_size - block)
+    i0 = i0 - first[:, None]
+    i1 = (i0 + 1).clamp(max=in_size - 1 - first[:, None])
+    weights = src.new_zeros((*dst.shape, block))
+    weights.scatter_add_(2, i0[:, :, None], (1 - w1)[:, :, None])
+    weights.scatter_add_(2, i1[:, :, None], w1[:, :, None])
+    return first, weights
+
+
+def _block_size(dst_len: int, scale: float, in_size: int) -> int:
+    """Input pixels that ``dst_len`` consecutive output pixels can reach (see :func:`_interpolation_matrix`)."""
+    return min(in_size, math.ceil((dst_len - 1) * scale) + 2)
+
+
+def _resize_windows(masks: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, scale_h: float, scale_w: float):
+    """
+    The bilinear resize of masks (N, Hp, Wp) at output rows (N, h) and columns (N, w) of each (consecutive
+    pixels): returns (N, h, w). Two small batched matrix products on the block of input each window reaches.
+    """
+    n, in_h, in_w = masks.shape
+    row0, row_weights = _interpolation_matrix(rows, scale_h, in_h, _block_size(rows.shape[1], scale_h, in_h))
+    col0, col_weights = _interpolation_matrix(cols, scale_w, in_w, _block_size(cols.shape[1], scale_w, in_w))
+    block_rows = row0[:, None] + torch.arange(row_weights.shape[2], device=masks.device)
+    block_cols = col0[:, None] + torch.arange(col_weights.shape[2], device=masks.device)
+    blocks = masks[torch.arange(n, device=masks.device)[:, None, None], block_rows[:, :, None], block_cols[:, None, :]]
+    return row_weights @ blocks @ col_weights.transpose(1, 2)

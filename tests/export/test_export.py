@@ -29,7 +29,7 @@ EXPORTERS = {"ts": export_torchscript, "onnx": export_onnx}
 
 def _small_cfg(**kwargs):
     """tests/conftest.py's ``small_cfg``, imported by path: ``import conftest`` may find another folder's."""
-    path = os.path.join(os.path.dirname(__file__), "conftest.py")
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "conftest.py")
     spec = importlib.util.spec_from_file_location("_tests_conftest", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
