@@ -5,7 +5,7 @@ Coordinates: boxes are XYXY in pixels of the frame they are given in (network in
 pixels for cropping, where pixel (r, c) covers [c, c + 1) x [r, r + 1)).
 """
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -65,17 +65,20 @@ def _per_class_top_k(scores: torch.Tensor, top_k: int) -> Tuple[torch.Tensor, to
     return idx, top_scores
 
 
-def _suppressed(boxes: torch.Tensor, nms_thresh: float, chunk_size: int = 16) -> torch.Tensor:
+def _suppressed(boxes: torch.Tensor, nms_thresh: float, chunk_size: Optional[int] = None) -> torch.Tensor:
     """
     Fast NMS's rule on score-sorted boxes (..., K, 4), XYXY: box j is suppressed when a better box i < j of the
     same leading index overlaps it by IoU > ``nms_thresh``; returns bool (..., K).
 
     IoU > t is evaluated without a division, as inter * (1 + t) > t * (area_i + area_j) (degenerate boxes never
-    overlap), in place where possible, over ``chunk_size`` leading indices at a time so that the (chunk, K, K) intermediates stay in the
-    CPU cache. Well defined (and traceable) for K = 0 as well.
+    overlap), in place where possible, over ``chunk_size`` leading indices at a time so that the (chunk, K, K)
+    intermediates stay in a CPU's cache (default: 4 on a CPU, all at once on a GPU). Well defined (and
+    traceable) for K = 0 as well.
     """
     lead, k = boxes.shape[:-2], boxes.shape[-2]
     flat = boxes.reshape(math.prod(lead), k, 4)
+    if chunk_size is None:
+        chunk_size = 4 if boxes.device.type == "cpu" else max(1, flat.shape[0])
     parts = [_suppressed_chunk(part, nms_thresh) for part in flat.split(chunk_size)]
     suppressed = torch.cat(parts) if parts else flat.new_zeros((0, k), dtype=torch.bool)
     return suppressed.reshape(*lead, k)
