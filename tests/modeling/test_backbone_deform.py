@@ -6,7 +6,11 @@ from detectron2.layers import ShapeSpec
 from yolact_d2.layers import DeformConv, ModulatedDeformConv
 from detectron2.modeling.backbone.resnet import BasicBlock
 
-from yolact_d2.modeling.backbone import YolactDeformBasicBlock, YolactDeformBottleneckBlock, build_yolact_resnet
+from yolact_d2.modeling.backbone import (
+    YolactDeformBasicBlock,
+    YolactDeformBottleneckBlock,
+    build_yolact_resnet,
+)
 
 
 def _deform_blocks(cfg, depth, interval, modulated=True):
@@ -18,7 +22,8 @@ def _deform_blocks(cfg, depth, interval, modulated=True):
     resnet = build_yolact_resnet(cfg, ShapeSpec(channels=3))
     found = {}
     for name, stage in zip(resnet.stage_names, resnet.stages):
-        found[name] = [i for i, b in enumerate(stage) if isinstance(b, (YolactDeformBottleneckBlock, YolactDeformBasicBlock))]
+        deformable = (YolactDeformBottleneckBlock, YolactDeformBasicBlock)
+        found[name] = [i for i, b in enumerate(stage) if isinstance(b, deformable)]
     return resnet, found
 
 

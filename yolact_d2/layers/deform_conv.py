@@ -36,7 +36,9 @@ class _DeformConvBase(nn.Module):
                  deformable_groups=1, bias=False, norm: Optional[nn.Module] = None, activation=None):
         super().__init__()
         if in_channels % groups or out_channels % groups:
-            raise ValueError(f"in_channels {in_channels} and out_channels {out_channels} must divide by groups {groups}")
+            raise ValueError(
+                f"in_channels {in_channels} and out_channels {out_channels} must divide by groups {groups}"
+            )
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = _pair(kernel_size)

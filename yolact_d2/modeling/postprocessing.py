@@ -311,7 +311,9 @@ def _output_window(support: torch.Tensor, scale: float, out_size: int) -> Tuple[
     return start.long(), length.long()
 
 
-def _interpolation_matrix(dst: torch.Tensor, scale: float, in_size: int, block: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def _interpolation_matrix(
+    dst: torch.Tensor, scale: float, in_size: int, block: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """
     PyTorch's bilinear interpolation (``align_corners=False``) along one axis, for output pixels ``dst``
     (N, n) int64 (increasing along n), restricted to a block of ``block`` consecutive input pixels per row.
