@@ -176,6 +176,25 @@ def test_masks_to_image_equals_full_resize_then_threshold(region, output_size):
     assert not result[3].any()
 
 
+@pytest.mark.parametrize("region_h", [49, 61, 73])
+def test_masks_to_image_equals_full_resize_for_every_row_range(region_h):
+    """Masks on every range of prototype rows (24 x 24 prototypes of a 96-pixel input), images of 236-245
+    rows: each window's input block must hold all its bilinear taps whatever the float rounding of the scale
+    (rows 8-9 of a 49-row region of a 241-row image once needed a block one row larger than a bound computed
+    from the scale alone)."""
+    ranges = [(a, b) for a in range(24) for b in range(a, 24)]
+    masks = torch.zeros(len(ranges), 24, 24)
+    for i, (a, b) in enumerate(ranges):
+        masks[i, a : b + 1, 5:9] = torch.linspace(0.45, 0.95, b + 1 - a)[:, None]
+    for out_h in range(236, 246):
+        region, output_size = (region_h, 96), (out_h, 30)
+        resized, expected = _interpolate_then_threshold(masks, region, (96, 96), output_size, 0.5)
+        result = masks_to_image(masks, region, (96, 96), output_size, 0.5, chunk_size=1)
+        differ = result != expected
+        assert ((resized[differ] - 0.5).abs() < 1e-5).all(), out_h
+        assert expected.flatten(1).any(dim=1).sum() >= 150  # the ranges that reach the image are not empty
+
+
 def test_masks_to_image_threshold_zero_and_negative():
     masks = torch.zeros(2, 8, 8)
     masks[0, 2:4, 2:4] = 0.3

@@ -311,12 +311,11 @@ def _output_window(support: torch.Tensor, scale: float, out_size: int) -> Tuple[
     return start.long(), length.long()
 
 
-def _interpolation_matrix(
-    dst: torch.Tensor, scale: float, in_size: int, block: int
-) -> Tuple[torch.Tensor, torch.Tensor]:
+def _interpolation_matrix(dst: torch.Tensor, scale: float, in_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """
     PyTorch's bilinear interpolation (``align_corners=False``) along one axis, for output pixels ``dst``
-    (N, n) int64 (increasing along n), restricted to a block of ``block`` consecutive input pixels per row.
+    (N, n) int64 (increasing along n), restricted to the smallest block of consecutive input pixels that all
+    rows' taps fit in.
 
     Returns:
         the blocks' first input pixel (N,) and the interpolation weights (N, n, block): output pixel
@@ -325,6 +324,9 @@ def _interpolation_matrix(
     src = ((dst.to(torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
     i0 = src.long()
     w1 = src - i0
+    # The block is measured on the taps themselves: a bound from ``scale`` alone can miss by one when the
+    # float32 source coordinates round across an integer.
+    block = min(in_size, int((i0[:, -1] - i0[:, 0]).max()) + 2)
     first = i0[:, 0].clamp(max=in_size - block)
     i0 = i0 - first[:, None]
     i1 = (i0 + 1).clamp(max=in_size - 1 - first[:, None])
@@ -334,19 +336,14 @@ def _interpolation_matrix(
     return first, weights
 
 
-def _block_size(dst_len: int, scale: float, in_size: int) -> int:
-    """Input pixels that ``dst_len`` consecutive output pixels can reach (see :func:`_interpolation_matrix`)."""
-    return min(in_size, math.ceil((dst_len - 1) * scale) + 2)
-
-
 def _resize_windows(masks: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, scale_h: float, scale_w: float):
     """
     The bilinear resize of masks (N, Hp, Wp) at output rows (N, h) and columns (N, w) of each (consecutive
     pixels): returns (N, h, w). Two small batched matrix products on the block of input each window reaches.
     """
     n, in_h, in_w = masks.shape
-    row0, row_weights = _interpolation_matrix(rows, scale_h, in_h, _block_size(rows.shape[1], scale_h, in_h))
-    col0, col_weights = _interpolation_matrix(cols, scale_w, in_w, _block_size(cols.shape[1], scale_w, in_w))
+    row0, row_weights = _interpolation_matrix(rows, scale_h, in_h)
+    col0, col_weights = _interpolation_matrix(cols, scale_w, in_w)
     block_rows = row0[:, None] + torch.arange(row_weights.shape[2], device=masks.device)
     block_cols = col0[:, None] + torch.arange(col_weights.shape[2], device=masks.device)
     blocks = masks[torch.arange(n, device=masks.device)[:, None, None], block_rows[:, :, None], block_cols[:, None, :]]
