@@ -1,8 +1,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torchvision.ops import deform_conv2d
 
-from yolact_d2.layers import DeformConv, ModulatedDeformConv
+from yolact_d2.layers import DeformConv, ModulatedDeformConv, sampled_deform_conv2d
 
 
 def _conv(cls, groups=1, deformable_groups=1, stride=1, **kw):
@@ -68,3 +69,38 @@ def test_same_parameter_names_and_shapes_as_detectron2_ops():
     assert {k: tuple(v.shape) for k, v in DeformConv(4, 6, 3).state_dict().items()} == {"weight": (6, 4, 3, 3)}
     with pytest.raises(ValueError, match="no bias"):
         DeformConv(4, 6, 3, bias=True)
+
+
+@pytest.mark.parametrize(
+    "stride,padding,dilation,groups,deformable_groups,modulated",
+    [(1, 1, 1, 1, 1, True), (2, 1, 1, 2, 1, True), (1, 2, 2, 1, 2, False), (2, 0, 1, 2, 2, True)],
+)
+def test_sampled_deform_conv_equals_torchvision_with_gradients(
+    stride, padding, dilation, groups, deformable_groups, modulated
+):
+    """Fractional offsets, some sampling points past the border: values and all gradients match torchvision."""
+    g = torch.Generator().manual_seed(stride + 2 * padding + 4 * groups + 8 * deformable_groups)
+    x = torch.randn(2, 4, 7, 9, generator=g)
+    weight = torch.randn(6, 4 // groups, 3, 3, generator=g)
+    bias = torch.randn(6, generator=g)
+    out_h, out_w = [(s + 2 * padding - 2 * dilation - 1) // stride + 1 for s in (7, 9)]
+    offset = torch.randn(2, 18 * deformable_groups, out_h, out_w, generator=g) * 2.5
+    mask = torch.rand(2, 9 * deformable_groups, out_h, out_w, generator=g) if modulated else None
+    results = []
+    for op in (sampled_deform_conv2d, deform_conv2d):
+        inputs = [t.clone().requires_grad_() if t is not None else None for t in (x, offset, weight, bias, mask)]
+        out = op(inputs[0], inputs[1], inputs[2], inputs[3], stride, padding, dilation, inputs[4])
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        results.append([out] + [t.grad for t in inputs if t is not None])
+    assert results[0][0].shape == (2, 6, out_h, out_w)
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+
+
+def test_modules_run_the_sampled_op_on_cpu_and_torchvision_when_tracing():
+    conv = _conv(ModulatedDeformConv)
+    x, offset, mask = torch.randn(1, 4, 6, 6), torch.randn(1, 18, 6, 6), torch.rand(1, 9, 6, 6)
+    assert conv._implementation(x) == "sampled"
+    traced = torch.jit.trace(conv, (x, offset, mask))
+    assert "deform_conv2d" in str(traced.inlined_graph) and "grid_sampler" not in str(traced.inlined_graph)
+    torch.testing.assert_close(traced(x, offset, mask), conv(x, offset, mask), rtol=1e-4, atol=1e-5)

@@ -1,2 +1,2 @@
 from .blocks import conv_relu_stack
-from .deform_conv import DeformConv, ModulatedDeformConv, detectron2_deform_ops_available
+from .deform_conv import DeformConv, ModulatedDeformConv, detectron2_deform_ops_available, sampled_deform_conv2d
