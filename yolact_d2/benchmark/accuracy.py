@@ -14,6 +14,7 @@ __all__ = ["DEFAULT_EVAL_WEIGHTS", "parse_eval_weights", "evaluate_accuracy"]
 # The embedded dataset's checkpoints, as tools/train_net.py writes them (dev/run_main.sh).
 DEFAULT_EVAL_WEIGHTS = (
     ("configs/embedded/yolact_R_18_shapes.yaml", "output/embedded/yolact_R_18_shapes/model_final.pth"),
+    ("configs/embedded/yolact_plus_R_18_shapes.yaml", "output/embedded/yolact_plus_R_18_shapes/model_final.pth"),
     ("configs/embedded/mask_rcnn_R_18_FPN_shapes.yaml", "output/embedded/mask_rcnn_R_18_FPN_shapes/model_final.pth"),
 )
 
