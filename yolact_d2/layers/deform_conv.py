@@ -114,6 +114,11 @@ class _DeformConvBase(nn.Module):
             return "detectron2" if detectron2_deform_ops_available() else "torchvision"
         return "sampled"
 
+    def _run_without_detectron2(self, implementation: str, x, offset, mask=None) -> torch.Tensor:
+        """The convolution by the sampled op or torchvision's (``mask`` None: DCNv1)."""
+        op = sampled_deform_conv2d if implementation == "sampled" else deform_conv2d
+        return op(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
         if self.norm is not None:
             x = self.norm(x)
@@ -143,8 +148,7 @@ class DeformConv(_DeformConvBase):
             x = deform_conv(x, offset, self.weight, self.stride, self.padding, self.dilation, self.groups,
                             self.deformable_groups)
         else:
-            op = sampled_deform_conv2d if implementation == "sampled" else deform_conv2d
-            x = op(x, offset, self.weight, None, self.stride, self.padding, self.dilation)
+            x = self._run_without_detectron2(implementation, x, offset)
         return self._finish(x)
 
 
@@ -162,6 +166,5 @@ class ModulatedDeformConv(_DeformConvBase):
             x = modulated_deform_conv(x, offset, mask, self.weight, self.bias, self.stride, self.padding,
                                       self.dilation, self.groups, self.deformable_groups)
         else:
-            op = sampled_deform_conv2d if implementation == "sampled" else deform_conv2d
-            x = op(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+            x = self._run_without_detectron2(implementation, x, offset, mask)
         return self._finish(x)
