@@ -54,11 +54,29 @@ def _brute_force_fast_nms(boxes, scores, nms_thresh, top_k, score_thresh, second
 
 
 @pytest.mark.parametrize("seed,top_k,second", [(0, 200, False), (1, 7, False), (2, 200, True), (3, 15, True)])
-def test_fast_nms_matches_brute_force_loop(seed, top_k, second):
+@pytest.mark.parametrize("max_dets", [1, 3, 40, 1000])
+def test_fast_nms_matches_brute_force_loop(seed, top_k, second, max_dets):
     boxes, scores = _random_dets(60, 4, seed)
-    post = FastNMS(**_kwargs(top_k=top_k, second_score_thresh=second, max_detections=40))
+    post = FastNMS(**_kwargs(top_k=top_k, second_score_thresh=second, max_detections=max_dets))
     idx, classes, det_scores = post(boxes, scores)
-    expected = _brute_force_fast_nms(boxes.tolist(), scores.tolist(), 0.5, top_k, 0.05, second, 40)
+    expected = _brute_force_fast_nms(boxes.tolist(), scores.tolist(), 0.5, top_k, 0.05, second, max_dets)
+    assert [(int(i), int(c)) for i, c in zip(idx, classes)] == [(r, c) for _, r, c in expected]
+    torch.testing.assert_close(det_scores, torch.tensor([s for s, _, _ in expected]))
+
+
+@pytest.mark.parametrize("max_dets", [2, 6, 30])
+def test_fast_nms_on_clustered_boxes_matches_brute_force_loop(max_dets):
+    # Three tight clusters, the first scoring best in every class and the last worst: the best candidates are
+    # one cluster's duplicates, so Fast NMS must widen its candidates to reach the other clusters' detections.
+    g = torch.Generator().manual_seed(4)
+    cluster = torch.randint(0, 3, (90,), generator=g)
+    centers = torch.tensor([[20.0, 20], [50, 30], [35, 60]])[cluster]
+    boxes = torch.cat([centers - 8, centers + 8], 1) + torch.rand(90, 4, generator=g) * 2
+    scores = (1 - cluster[:, None] / 3) - torch.rand(90, 5, generator=g) / 4
+    idx, classes, det_scores = FastNMS(**_kwargs(top_k=90, max_detections=max_dets))(boxes, scores)
+    expected = _brute_force_fast_nms(boxes.tolist(), scores.tolist(), 0.5, 90, 0.05, False, max_dets)
+    assert len(expected) == min(max_dets, 15)  # three clusters in each of five classes
+    assert (cluster[idx] > 0).sum() == max(0, min(max_dets, 15) - 5)  # five from the best cluster, then others
     assert [(int(i), int(c)) for i, c in zip(idx, classes)] == [(r, c) for _, r, c in expected]
     torch.testing.assert_close(det_scores, torch.tensor([s for s, _, _ in expected]))
 

@@ -52,13 +52,19 @@ def batched_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / union.clamp(min=1e-12)
 
 
+def _tracing() -> bool:
+    """Whether the code runs under ``torch.jit.trace`` or ``torch.compile`` / ``torch.export``, where shapes
+    may not be read as Python numbers."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 def _per_class_top_k(scores: torch.Tensor, top_k: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """
     scores (R, C) -> (indices (C, K), scores (C, K)): each class's K = min(top_k, R) best anchors, best first.
     A partial top-k selection; a full sort while tracing or exporting, where K must follow R at run time.
     """
     scores = scores.t()
-    if torch.jit.is_tracing() or torch.compiler.is_compiling():
+    if _tracing():
         sorted_scores, idx = scores.sort(dim=1, descending=True)
         return idx[:, :top_k], sorted_scores[:, :top_k]
     top_scores, idx = scores.topk(min(top_k, scores.shape[1]), dim=1)
@@ -124,7 +130,10 @@ class YolactPostprocessor(nn.Module):
         }
 
     def nms(self, boxes: torch.Tensor, scores: torch.Tensor):
-        """boxes (R, 4), scores (R, C) -> (indices into R (D,), classes (D,), scores (D,)), any order."""
+        """
+        boxes (R, 4), scores (R, C) -> (indices into R (D,), classes (D,), scores (D,)), any order: the kept
+        detections, or any subset of them that holds the ``max_detections`` best.
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement nms()")
 
     def forward(self, boxes: torch.Tensor, scores: torch.Tensor):
@@ -136,7 +145,9 @@ class YolactPostprocessor(nn.Module):
             indices (D,) into R, classes (D,) int64, scores (D,), sorted by decreasing score, D <= max_detections.
         """
         candidates = (scores.max(dim=1).values >= self.score_thresh).nonzero().squeeze(1)
-        idx, classes, det_scores = self.nms(boxes[candidates], scores[candidates])
+        if _tracing() or len(candidates) < len(scores):
+            boxes, scores = boxes[candidates], scores[candidates]  # else: no copy of the (R, C) scores
+        idx, classes, det_scores = self.nms(boxes, scores)
         det_scores, order = det_scores.sort(descending=True)
         order = order[: self.max_detections]
         return candidates[idx[order]], classes[order], det_scores[: self.max_detections]
@@ -149,16 +160,46 @@ class FastNMS(YolactPostprocessor):
     (C, K, K) with the diagonal and lower triangle zeroed, and a detection is kept when its column max
     (its largest IoU with a better-scored box of the class) is <= ``nms_thresh``. Unlike standard NMS a box
     that is itself suppressed can still suppress others. No sequential loop.
+
+    A candidate's fate depends only on the better candidates of its class, so (outside tracing) the rule is
+    first applied to the best candidates only: those scoring at least the score of the ``4 * max_detections``-th
+    best (C, K) entry, as the leading ranks of the classes that have any. When at least ``max_detections`` of
+    them are kept, nothing below can enter the result; otherwise four times as many are taken, up to all of them.
+    The result is Fast NMS's, at a fraction of its (C, K, K) work.
     """
 
     def nms(self, boxes, scores):
         idx, cls_scores = _per_class_top_k(scores, self.top_k)  # (C, K)
-        classes = torch.arange(idx.shape[0], device=idx.device)[:, None].expand_as(idx)
-        cls_boxes = boxes[idx]  # (C, K, 4)
-        keep = ~_suppressed(cls_boxes, self.nms_thresh)
+        classes = torch.arange(idx.shape[0], device=idx.device)
+        if _tracing() or cls_scores.numel() == 0:
+            return self._kept(boxes, idx, cls_scores, classes)
+        flat = cls_scores.flatten()
+        num = max(1, 4 * self.max_detections)
+        while True:
+            bound = flat.topk(min(num, flat.numel())).values[-1]
+            lengths = (cls_scores >= bound).sum(dim=1)  # each row is sorted: a prefix of each class
+            active = lengths.nonzero().squeeze(1)
+            k = int(lengths.max())
+            idx_a, scores_a = idx[active, :k], cls_scores[active, :k]
+            kept_idx, kept_classes, kept_scores = self._kept(boxes, idx_a, scores_a, active)
+            if (
+                num >= flat.numel()
+                or int((kept_scores >= bound).sum()) >= self.max_detections
+                or (self.second_score_thresh and bound < self.score_thresh)
+            ):
+                return kept_idx, kept_classes, kept_scores
+            num *= 4
+
+    def _kept(self, boxes: torch.Tensor, idx: torch.Tensor, cls_scores: torch.Tensor, classes: torch.Tensor):
+        """
+        Fast NMS on the leading ranks of some classes: anchor indices and scores (N, K), each row a class's
+        best anchors in decreasing score, ``classes`` (N,) their classes. Returns the kept (indices, classes,
+        scores).
+        """
+        keep = ~_suppressed(boxes[idx], self.nms_thresh)
         if self.second_score_thresh:
             keep &= cls_scores >= self.score_thresh
-        return idx[keep], classes[keep], cls_scores[keep]
+        return idx[keep], classes[:, None].expand_as(idx)[keep], cls_scores[keep]
 
 
 @POSTPROCESSOR_REGISTRY.register()
@@ -270,9 +311,8 @@ def masks_to_image(
     # The resize maps the whole input onto ``full``, of which the output is the top-left (H, W) part.
     scale_h = in_h / round(out_h * input_size[0] / region[0])
     scale_w = in_w / round(out_w * input_size[1] / region[1])
-    support = masks > 0
-    row_start, row_len = _output_window(support.any(dim=2), scale_h, out_h)
-    col_start, col_len = _output_window(support.any(dim=1), scale_w, out_w)
+    row_start, row_len = _output_window(masks.amax(dim=2) > 0, scale_h, out_h)
+    col_start, col_len = _output_window(masks.amax(dim=1) > 0, scale_w, out_w)
     order = (row_len * col_len).argsort()
     for idx in order.split(chunk_size):
         win_h, win_w = int(row_len[idx].max()), int(col_len[idx].max())
