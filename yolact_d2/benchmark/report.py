@@ -218,7 +218,7 @@ def plot_ap_vs_latency(rows: List[Dict], path: str, device: str = "") -> bool:
     ax.margins(0.2)  # room for the labels
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # the labels of the rightmost points stay in
     return True
 
 
