@@ -21,6 +21,8 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 from torchvision.ops import deform_conv2d
 
+from .tracing import is_tracing
+
 __all__ = ["DeformConv", "ModulatedDeformConv", "detectron2_deform_ops_available", "sampled_deform_conv2d"]
 
 
@@ -108,7 +110,7 @@ class _DeformConvBase(nn.Module):
         """Which op runs on ``x``: "detectron2", "sampled" or "torchvision" (see the module docstring)."""
         # detectron2's op is a Python autograd.Function, which torch.jit.trace and torch.export cannot record;
         # the exported graph keeps torchvision's single op rather than the sampling it stands for
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+        if is_tracing():
             return "torchvision"
         if x.is_cuda:
             return "detectron2" if detectron2_deform_ops_available() else "torchvision"

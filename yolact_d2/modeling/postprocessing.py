@@ -15,6 +15,8 @@ from torchvision.ops import nms
 from detectron2.config import configurable
 from detectron2.utils.registry import Registry
 
+from ..layers import is_tracing
+
 __all__ = [
     "POSTPROCESSOR_REGISTRY",
     "YolactPostprocessor",
@@ -52,19 +54,13 @@ def batched_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return inter / union.clamp(min=1e-12)
 
 
-def _tracing() -> bool:
-    """Whether the code runs under ``torch.jit.trace`` or ``torch.compile`` / ``torch.export``, where shapes
-    may not be read as Python numbers."""
-    return torch.jit.is_tracing() or torch.compiler.is_compiling()
-
-
 def _per_class_top_k(scores: torch.Tensor, top_k: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """
     scores (R, C) -> (indices (C, K), scores (C, K)): each class's K = min(top_k, R) best anchors, best first.
     A partial top-k selection; a full sort while tracing or exporting, where K must follow R at run time.
     """
     scores = scores.t()
-    if _tracing():
+    if is_tracing():
         sorted_scores, idx = scores.sort(dim=1, descending=True)
         return idx[:, :top_k], sorted_scores[:, :top_k]
     top_scores, idx = scores.topk(min(top_k, scores.shape[1]), dim=1)
@@ -145,7 +141,7 @@ class YolactPostprocessor(nn.Module):
             indices (D,) into R, classes (D,) int64, scores (D,), sorted by decreasing score, D <= max_detections.
         """
         candidates = (scores.max(dim=1).values >= self.score_thresh).nonzero().squeeze(1)
-        if _tracing() or len(candidates) < len(scores):
+        if is_tracing() or len(candidates) < len(scores):
             boxes, scores = boxes[candidates], scores[candidates]  # else: no copy of the (R, C) scores
         idx, classes, det_scores = self.nms(boxes, scores)
         det_scores, order = det_scores.sort(descending=True)
@@ -171,7 +167,7 @@ class FastNMS(YolactPostprocessor):
     def nms(self, boxes, scores):
         idx, cls_scores = _per_class_top_k(scores, self.top_k)  # (C, K)
         classes = torch.arange(idx.shape[0], device=idx.device)
-        if _tracing() or cls_scores.numel() == 0:
+        if is_tracing() or cls_scores.numel() == 0:
             return self._kept(boxes, idx, cls_scores, classes)
         flat = cls_scores.flatten()
         num = max(1, 4 * self.max_detections)
