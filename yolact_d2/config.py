@@ -73,12 +73,16 @@ def add_yolact_config(cfg):
     _C.MODEL.YOLACT.PROTONET.UPSAMPLE_FACTOR = 2
     # ...and 3x3 conv + ReLU layers after it, then a 1x1 conv to k prototypes and a ReLU.
     _C.MODEL.YOLACT.PROTONET.POST_UPSAMPLE_CONV_DIMS = [256]
+    # Norm after each of those 3x3 convs (detectron2's get_norm names: "GN", "BN", ...); "" in the paper.
+    _C.MODEL.YOLACT.PROTONET.NORM = ""
 
     # Prediction head, shared across IN_FEATURES.
     _C.MODEL.YOLACT.HEAD = CN()
     _C.MODEL.YOLACT.HEAD.NAME = "YolactHead"
     # 3x3 conv + ReLU layers shared by the class, box and coefficient branches.
     _C.MODEL.YOLACT.HEAD.SHARED_CONV_DIMS = [256]
+    # Norm after each shared conv, as MODEL.YOLACT.PROTONET.NORM ("GN" helps training from scratch).
+    _C.MODEL.YOLACT.HEAD.NORM = ""
 
     # Anchors, in pixels of the network input (scale them with INPUT_SIZE: the paper's are for 550).
     _C.MODEL.YOLACT.ANCHOR = CN()

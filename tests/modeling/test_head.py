@@ -25,3 +25,12 @@ def test_shapes_ranges_and_order(cfg):
 def test_head_weights_are_shared_across_levels(cfg):
     head = build_yolact_head(cfg, [ShapeSpec(channels=64)] * 5, num_anchors=3)
     assert sum(isinstance(m, torch.nn.Conv2d) for m in head.modules()) == 4
+
+
+def test_norm_from_config(cfg):
+    cfg = cfg.clone()
+    cfg.MODEL.YOLACT.HEAD.NORM = "GN"
+    cfg.MODEL.YOLACT.HEAD.SHARED_CONV_DIMS = [32, 32]
+    head = build_yolact_head(cfg, [ShapeSpec(channels=64)] * 2, num_anchors=3)
+    norms = [m for m in head.shared.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert [n.num_channels for n in norms] == [32, 32] and all(n.num_groups == 32 for n in norms)

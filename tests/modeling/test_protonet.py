@@ -22,3 +22,12 @@ def test_paper_layout_gives_138_at_550(cfg):
 
 def test_registry_lookup_by_name(cfg):
     assert PROTONET_REGISTRY.get(cfg.MODEL.YOLACT.PROTONET.NAME) is ProtoNet
+
+
+def test_norm_from_config(cfg):
+    cfg.MODEL.YOLACT.PROTONET.CONV_DIMS = [32, 32]
+    cfg.MODEL.YOLACT.PROTONET.POST_UPSAMPLE_CONV_DIMS = [32]
+    cfg.MODEL.YOLACT.PROTONET.NORM = "GN"
+    net = build_protonet(cfg, {"p3": ShapeSpec(channels=16, stride=8)})
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert len(norms) == 3 and net.predictor.bias is not None  # the 1x1 prototype conv keeps its bias

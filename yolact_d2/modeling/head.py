@@ -31,7 +31,7 @@ def _flatten(x: torch.Tensor, last_dim: int) -> torch.Tensor:
 @YOLACT_HEAD_REGISTRY.register()
 class YolactHead(nn.Module):
     """
-    RetinaNet-style but lighter: shared 3x3 conv + ReLU layers, then three parallel 3x3 convs giving per
+    RetinaNet-style but lighter: shared 3x3 conv (+ optional norm) + ReLU layers, then three parallel 3x3 convs giving per
     anchor C + 1 class logits (background last, for a softmax), 4 box deltas (SSD coding) and k mask
     coefficients (tanh). One set of weights for every pyramid level.
     """
@@ -45,11 +45,12 @@ class YolactHead(nn.Module):
         num_classes: int,
         num_prototypes: int,
         shared_conv_dims: List[int],
+        norm: str = "",
     ):
         super().__init__()
         self.num_classes = num_classes
         self.num_prototypes = num_prototypes
-        self.shared = conv_relu_stack(in_channels, shared_conv_dims)
+        self.shared = conv_relu_stack(in_channels, shared_conv_dims, norm)
         dim = shared_conv_dims[-1] if shared_conv_dims else in_channels
         self.cls_score = nn.Conv2d(dim, num_anchors * (num_classes + 1), 3, padding=1)
         self.bbox_pred = nn.Conv2d(dim, num_anchors * 4, 3, padding=1)
@@ -68,6 +69,7 @@ class YolactHead(nn.Module):
             "num_classes": cfg.MODEL.YOLACT.NUM_CLASSES,
             "num_prototypes": cfg.MODEL.YOLACT.NUM_PROTOTYPES,
             "shared_conv_dims": list(cfg.MODEL.YOLACT.HEAD.SHARED_CONV_DIMS),
+            "norm": cfg.MODEL.YOLACT.HEAD.NORM,
         }
 
     def forward(self, features: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

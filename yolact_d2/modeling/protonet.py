@@ -26,8 +26,8 @@ Registry for YOLACT protonets: modules taking the backbone's feature dict and re
 @PROTONET_REGISTRY.register()
 class ProtoNet(nn.Module):
     """
-    On one feature map (P3, stride 8): 3x3 conv + ReLU layers, a bilinear upsampling, more 3x3 conv + ReLU
-    layers, then a 1x1 conv to k prototypes and a ReLU. With the paper's layout the output is at 1/4 of the
+    On one feature map (P3, stride 8): 3x3 conv (+ optional norm) + ReLU layers, a bilinear upsampling, more
+    such layers, then a 1x1 conv to k prototypes and a ReLU. With the paper's layout the output is at 1/4 of the
     input resolution (138 x 138 for a 550 x 550 input).
     """
 
@@ -41,13 +41,14 @@ class ProtoNet(nn.Module):
         upsample_factor: int,
         post_upsample_conv_dims: List[int],
         num_prototypes: int,
+        norm: str = "",
     ):
         super().__init__()
         self.in_feature = in_feature
         self.upsample_factor = upsample_factor
-        self.pre = conv_relu_stack(in_channels, conv_dims)
+        self.pre = conv_relu_stack(in_channels, conv_dims, norm)
         last = conv_dims[-1] if conv_dims else in_channels
-        self.post = conv_relu_stack(last, post_upsample_conv_dims)
+        self.post = conv_relu_stack(last, post_upsample_conv_dims, norm)
         last = post_upsample_conv_dims[-1] if post_upsample_conv_dims else last
         self.predictor = nn.Conv2d(last, num_prototypes, 1)
         weight_init.c2_xavier_fill(self.predictor)
@@ -62,6 +63,7 @@ class ProtoNet(nn.Module):
             "upsample_factor": pcfg.UPSAMPLE_FACTOR,
             "post_upsample_conv_dims": list(pcfg.POST_UPSAMPLE_CONV_DIMS),
             "num_prototypes": cfg.MODEL.YOLACT.NUM_PROTOTYPES,
+            "norm": pcfg.NORM,
         }
 
     def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
