@@ -42,15 +42,17 @@ def test_config_merges(path):
         assert len(cfg.MODEL.YOLACT.ANCHOR.SIZES) == len(cfg.MODEL.YOLACT.IN_FEATURES)
 
 
-@pytest.mark.parametrize("name,bases", [
-    ("yolact_plus_R_50_FPN_550.yaml", (24, 48, 96, 192, 384)),
-    ("embedded/yolact_plus_R_18_shapes.yaml", (11, 22, 45, 89, 179)),
+@pytest.mark.parametrize("name,bases,rescoring", [
+    ("yolact_plus_R_50_FPN_550.yaml", (24, 48, 96, 192, 384), True),
+    ("embedded/yolact_plus_R_18_shapes.yaml", (11, 22, 45, 89, 179), True),
+    ("embedded/yolact_R_18_shapes.yaml", (11, 22, 45, 89, 179), False),  # YOLACT with YOLACT++'s anchors
 ])
-def test_yolact_plus_anchor_sizes_are_three_octave_steps(name, bases):
+def test_anchor_sizes_are_three_octave_steps(name, bases, rescoring):
     cfg = _load(os.path.join(ROOT, "configs", name))
+    assert len(cfg.MODEL.YOLACT.ANCHOR.SIZES) == len(bases)
     for level, base in zip(cfg.MODEL.YOLACT.ANCHOR.SIZES, bases):
         assert level == pytest.approx([base * 2 ** (j / 3) for j in range(3)], rel=1e-3)
-    assert not cfg.MODEL.YOLACT.ANCHOR.SQUARE and cfg.MODEL.YOLACT.MASK_RESCORING.ENABLED
+    assert not cfg.MODEL.YOLACT.ANCHOR.SQUARE and cfg.MODEL.YOLACT.MASK_RESCORING.ENABLED == rescoring
 
 
 @pytest.mark.parametrize("name,size", [("yolact_R_101_FPN_400.yaml", 400), ("yolact_R_101_FPN_700.yaml", 700)])
