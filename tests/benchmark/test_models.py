@@ -56,3 +56,24 @@ def test_random_models_get_unit_scale_batch_norm_statistics():
     with torch.no_grad():
         features = model.backbone.bottom_up(model.preprocess_image(inputs)[0])
     assert all(f.abs().max() < 100 for f in features.values()), {k: float(f.abs().max()) for k, f in features.items()}
+
+
+def test_trained_model_loads_its_checkpoint_and_rejects_one_of_another_layout(tmp_path):
+    import pytest
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from yolact_d2.benchmark.models import build_trained_model
+
+    cfg = benchmark_config(YOLACT, device="cpu", input_size=96)
+    torch.manual_seed(0)
+    trained = build_model(cfg)
+    DetectionCheckpointer(trained, save_dir=str(tmp_path)).save("model")
+    cfg.MODEL.WEIGHTS = str(tmp_path / "model.pth")
+    loaded = build_trained_model(cfg)
+    for (name, got), want in zip(loaded.state_dict().items(), trained.state_dict().values()):
+        assert torch.equal(got, want), name
+    one_size = cfg.clone()
+    one_size.MODEL.YOLACT.ANCHOR.SIZES = [[11], [22], [45], [89], [179]]  # 3 anchors per cell instead of 9
+    with pytest.raises(ValueError, match="head.cls_score.weight"):
+        build_trained_model(one_size)

@@ -147,8 +147,31 @@ def build_random_model(cfg: CfgNode, inputs: Sequence[Dict]) -> nn.Module:
     return model
 
 
+class _RecordingCheckpointer(DetectionCheckpointer):
+    """A DetectionCheckpointer that keeps the keys that did not fit the model, which detectron2 only logs."""
+
+    def _load_model(self, checkpoint):
+        self.incompatible = super()._load_model(checkpoint)
+        return self.incompatible
+
+
 def build_trained_model(cfg: CfgNode) -> nn.Module:
-    """The config's model with the weights of ``cfg.MODEL.WEIGHTS``, in eval mode."""
+    """
+    The config's model with the weights of ``cfg.MODEL.WEIGHTS``, in eval mode.
+
+    Raises:
+        ValueError: when the checkpoint lacks some of the model's tensors or has them in other shapes (e.g. it
+            was trained with another anchor layout): detectron2's loader only warns and keeps those tensors
+            random, which would time and score a different model.
+    """
     model = build_model(cfg).eval()
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    checkpointer = _RecordingCheckpointer(model)
+    checkpointer.load(cfg.MODEL.WEIGHTS)
+    incompatible = checkpointer.incompatible
+    wrong = [f"{key} {tuple(got)} (model {tuple(want)})" for key, got, want in incompatible.incorrect_shapes]
+    if incompatible.missing_keys or wrong:
+        raise ValueError(
+            f"{cfg.MODEL.WEIGHTS} does not fit the config's model: missing {incompatible.missing_keys}, "
+            f"other shapes {wrong}; was it trained with another config?"
+        )
     return model
