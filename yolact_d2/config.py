@@ -81,7 +81,8 @@ def add_yolact_config(cfg):
     _C.MODEL.YOLACT.HEAD.NAME = "YolactHead"
     # 3x3 conv + ReLU layers shared by the class, box and coefficient branches.
     _C.MODEL.YOLACT.HEAD.SHARED_CONV_DIMS = [256]
-    # Norm after each shared conv, as MODEL.YOLACT.PROTONET.NORM ("GN" helps training from scratch).
+    # Norm after each shared conv, as MODEL.YOLACT.PROTONET.NORM (on the embedded dataset GN in the head, protonet
+    # and FPN did not help training from scratch: README).
     _C.MODEL.YOLACT.HEAD.NORM = ""
 
     # Anchors, in pixels of the network input (scale them with INPUT_SIZE: the paper's are for 550).

@@ -1,13 +1,18 @@
 """Configs of the benchmark: files or model zoo, one input size, default or fixed-detection mode."""
 import os
 
+import pytest
 import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
 
 from yolact_d2.benchmark.inputs import inference_inputs, synthetic_images
 from yolact_d2.benchmark.models import (
     DEFAULT_CONFIGS,
     benchmark_config,
     build_random_model,
+    build_trained_model,
     config_label,
     is_yolact,
     resolve_config_file,
@@ -59,12 +64,6 @@ def test_random_models_get_unit_scale_batch_norm_statistics():
 
 
 def test_trained_model_loads_its_checkpoint_and_rejects_one_of_another_layout(tmp_path):
-    import pytest
-    from detectron2.checkpoint import DetectionCheckpointer
-    from detectron2.modeling import build_model
-
-    from yolact_d2.benchmark.models import build_trained_model
-
     cfg = benchmark_config(YOLACT, device="cpu", input_size=96)
     torch.manual_seed(0)
     trained = build_model(cfg)

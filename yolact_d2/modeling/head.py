@@ -31,9 +31,9 @@ def _flatten(x: torch.Tensor, last_dim: int) -> torch.Tensor:
 @YOLACT_HEAD_REGISTRY.register()
 class YolactHead(nn.Module):
     """
-    RetinaNet-style but lighter: shared 3x3 conv (+ optional norm) + ReLU layers, then three parallel 3x3 convs giving per
-    anchor C + 1 class logits (background last, for a softmax), 4 box deltas (SSD coding) and k mask
-    coefficients (tanh). One set of weights for every pyramid level.
+    RetinaNet-style but lighter: shared 3x3 conv (+ optional norm) + ReLU layers, then three parallel 3x3
+    convs giving per anchor C + 1 class logits (background last, for a softmax), 4 box deltas (SSD coding)
+    and k mask coefficients (tanh). One set of weights for every pyramid level.
     """
 
     @configurable
