@@ -75,3 +75,21 @@ def test_yolact_plus_r50_builds_with_13_deformable_blocks_and_9_anchors():
     assert model.anchor_generator.num_anchors == 9
     assert model.head.cls_score.out_channels == 9 * 81
     assert math.isclose(model.anchor_generator.sizes[0][1], 30.2381, rel_tol=1e-4)
+
+
+def test_embedded_mask_rcnn_shares_yolact_data_input_and_schedule():
+    """The Mask R-CNN baseline differs from the embedded YOLACT config in the model only."""
+    yolact = _load(os.path.join(ROOT, "configs", "embedded", "yolact_R_18_shapes.yaml"))
+    rcnn = _load(os.path.join(ROOT, "configs", "embedded", "mask_rcnn_R_18_FPN_shapes.yaml"))
+    assert (rcnn.MODEL.META_ARCHITECTURE, yolact.MODEL.META_ARCHITECTURE) == ("GeneralizedRCNN", "YOLACT")
+    assert rcnn.INPUT.MIN_SIZE_TRAIN == (yolact.MODEL.YOLACT.INPUT_SIZE,) == (256,)
+    shared = ["DATASETS", "SOLVER", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD", "MODEL.BACKBONE.FREEZE_AT",
+              "MODEL.RESNETS.DEPTH", "MODEL.RESNETS.NORM", "MODEL.FPN.OUT_CHANNELS"]
+    for key in shared:
+        assert _get(rcnn, key) == _get(yolact, key), key
+
+
+def _get(cfg, key):
+    for name in key.split("."):
+        cfg = cfg[name]
+    return cfg
