@@ -78,13 +78,13 @@ def test_yolact_plus_r50_builds_with_13_deformable_blocks_and_9_anchors():
 
 
 def test_embedded_mask_rcnn_shares_yolact_data_input_and_schedule():
-    """The Mask R-CNN baseline differs from the embedded YOLACT config in the model only."""
+    """The Mask R-CNN baseline shares the embedded YOLACT config's data, input, backbone and schedule."""
     yolact = _load(os.path.join(ROOT, "configs", "embedded", "yolact_R_18_shapes.yaml"))
     rcnn = _load(os.path.join(ROOT, "configs", "embedded", "mask_rcnn_R_18_FPN_shapes.yaml"))
     assert (rcnn.MODEL.META_ARCHITECTURE, yolact.MODEL.META_ARCHITECTURE) == ("GeneralizedRCNN", "YOLACT")
     assert rcnn.INPUT.MIN_SIZE_TRAIN == (yolact.MODEL.YOLACT.INPUT_SIZE,) == (256,)
-    shared = ["DATASETS", "SOLVER", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD", "MODEL.BACKBONE.FREEZE_AT",
-              "MODEL.RESNETS.DEPTH", "MODEL.RESNETS.NORM", "MODEL.FPN.OUT_CHANNELS"]
+    shared = ["DATASETS", "SOLVER", "TEST.EVAL_PERIOD", "MODEL.PIXEL_MEAN", "MODEL.PIXEL_STD",
+              "MODEL.BACKBONE.FREEZE_AT", "MODEL.RESNETS.DEPTH", "MODEL.RESNETS.NORM", "MODEL.FPN.OUT_CHANNELS"]
     for key in shared:
         assert _get(rcnn, key) == _get(yolact, key), key
 
