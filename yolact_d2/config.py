@@ -114,9 +114,10 @@ def add_yolact_config(cfg):
     _C.MODEL.YOLACT.LOSS.OHEM_NEG_POS_RATIO = 3
     # Positives per image whose masks are assembled and trained (sampled at random when there are more).
     _C.MODEL.YOLACT.LOSS.MASKS_TO_TRAIN = 100
-    # Semantic segmentation auxiliary branch (a 1x1 conv on SEM_SEG_IN_FEATURE; training only).
+    # Semantic segmentation auxiliary branch (training only): one 1x1 conv, shared by the features it reads.
+    # The original reads P3 only; with more levels their losses (each normalised by its area) are summed.
     _C.MODEL.YOLACT.LOSS.SEM_SEG = True
-    _C.MODEL.YOLACT.LOSS.SEM_SEG_IN_FEATURE = "p3"
+    _C.MODEL.YOLACT.LOSS.SEM_SEG_IN_FEATURES = ["p3"]
 
     # YOLACT++ fast mask re-scoring: a small FCN on each predicted (cropped, prototype-resolution) mask predicts
     # its IoU with the ground truth for every class; at inference the score becomes score * predicted IoU.

@@ -101,3 +101,56 @@ def test_class_loss_is_cross_entropy_over_positives_and_mined_negatives(cfg):
     # background is the last class; OHEM keeps 3 negatives per positive = all three negatives here
     expected = sum(-torch.log_softmax(logits[0, i], 0)[t] for i, t in [(0, 1), (1, 2), (2, 2), (3, 2)])
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def _semantic_expected(conv, feature, masks, classes, num_classes):
+    """Brute force: per pixel and class, BCE of w . f + b against "some GT mask of the class covers it"."""
+    n, _, h, w = feature.shape
+    total = 0.0
+    for i in range(n):
+        down = F.interpolate(masks[i][None].float(), (h, w), mode="bilinear")[0] > 0.5
+        for c in range(num_classes):
+            for r in range(h):
+                for col in range(w):
+                    t = float(any(down[g, r, col] for g in range(len(classes[i])) if classes[i][g] == c))
+                    x = float(conv.weight[c, :, 0, 0] @ feature[i, :, r, col] + conv.bias[c])
+                    total += max(x, 0) - x * t + math.log1p(math.exp(-abs(x)))
+    return total / (h * w)
+
+
+@pytest.mark.parametrize("levels", [["p3"], ["p3", "p4"]])
+def test_semantic_loss_matches_brute_force_per_level_sum(cfg, levels):
+    from detectron2.layers import ShapeSpec
+    cfg.MODEL.YOLACT.INPUT_SIZE = 32
+    cfg.MODEL.YOLACT.NUM_CLASSES = 3
+    cfg.MODEL.YOLACT.LOSS.SEM_SEG_IN_FEATURES = levels
+    loss = YolactLoss(cfg, {"p3": ShapeSpec(channels=4, stride=8), "p4": ShapeSpec(channels=4, stride=16)})
+    g = torch.Generator().manual_seed(1)
+    features = {"p3": torch.randn(2, 4, 4, 4, generator=g), "p4": torch.randn(2, 4, 2, 2, generator=g)}
+    masks = torch.zeros(2, 3, 32, 32, dtype=torch.bool)
+    masks[0, 0, 0:16, 0:16] = True  # class 0
+    masks[0, 1, 8:24, 8:32] = True  # class 0 again, overlapping the first: the union counts once
+    masks[0, 2, 16:32, 0:8] = True  # class 2
+    masks[1, 0, 0:32, 16:32] = True  # class 1
+    classes = [[0, 0, 2], [1]]
+    gts = []
+    for i, count in enumerate([3, 1]):
+        inst = Instances((32, 32))
+        inst.gt_classes = torch.tensor(classes[i])
+        inst.gt_masks = BitMasks(masks[i, :count])
+        gts.append(inst)
+    got = loss.semantic_loss(features, gts)
+    expected = sum(
+        _semantic_expected(loss.semantic_seg_conv, features[name], masks, classes, 3) for name in levels
+    )
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_semantic_loss_levels_must_exist_and_share_channels(cfg):
+    from detectron2.layers import ShapeSpec
+    cfg.MODEL.YOLACT.LOSS.SEM_SEG_IN_FEATURES = ["p3", "p9"]
+    with pytest.raises(ValueError, match="p9"):
+        YolactLoss(cfg, {"p3": ShapeSpec(channels=4)})
+    cfg.MODEL.YOLACT.LOSS.SEM_SEG_IN_FEATURES = ["p3", "p4"]
+    with pytest.raises(ValueError, match="one channel count"):
+        YolactLoss(cfg, {"p3": ShapeSpec(channels=4), "p4": ShapeSpec(channels=8)})

@@ -111,8 +111,9 @@ def downsample_masks(masks: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor
 class YolactLoss(nn.Module):
     """
     All of YOLACT's training losses. Owns the semantic-segmentation 1x1 conv (training only: inference
-    never runs it). Box, class and mask losses are divided by the number of positives in the batch,
-    the semantic loss by the batch size and the area of its feature map, as the original.
+    never runs it), shared by the levels it reads. Box, class and mask losses are divided by the number of
+    positives in the batch, the semantic loss by the batch size and the area of its feature map, as the
+    original; with several levels, their normalised losses are summed.
     """
 
     def __init__(self, cfg, input_shape: Dict[str, ShapeSpec]):
@@ -132,10 +133,24 @@ class YolactLoss(nn.Module):
         self.min_gt_area = ycfg.MASK_RESCORING.MIN_GT_AREA
         self.neg_pos_ratio = lcfg.OHEM_NEG_POS_RATIO
         self.masks_to_train = lcfg.MASKS_TO_TRAIN
-        self.sem_seg_in_feature = lcfg.SEM_SEG_IN_FEATURE
-        self.semantic_seg_conv = (
-            nn.Conv2d(input_shape[lcfg.SEM_SEG_IN_FEATURE].channels, self.num_classes, 1) if lcfg.SEM_SEG else None
-        )
+        self.sem_seg_in_features = list(lcfg.SEM_SEG_IN_FEATURES)
+        self.semantic_seg_conv = self._build_semantic_seg_conv(input_shape) if lcfg.SEM_SEG else None
+
+    def _build_semantic_seg_conv(self, input_shape: Dict[str, ShapeSpec]) -> nn.Conv2d:
+        """The 1x1 conv from the feature channels to C class logits, shared by SEM_SEG_IN_FEATURES."""
+        missing = [f for f in self.sem_seg_in_features if f not in input_shape]
+        if not self.sem_seg_in_features or missing:
+            raise ValueError(
+                f"MODEL.YOLACT.LOSS.SEM_SEG_IN_FEATURES={self.sem_seg_in_features} must name one or more of the "
+                f"backbone's features {sorted(input_shape)}"
+            )
+        channels = {input_shape[f].channels for f in self.sem_seg_in_features}
+        if len(channels) > 1:
+            raise ValueError(
+                f"MODEL.YOLACT.LOSS.SEM_SEG_IN_FEATURES={self.sem_seg_in_features} share one 1x1 conv, so they "
+                f"need one channel count; they have {sorted(channels)}"
+            )
+        return nn.Conv2d(channels.pop(), self.num_classes, 1)
 
     def match(self, anchors: torch.Tensor, gt_instances: List[Instances], crowd_boxes: List[Boxes]):
         """Per image matching; returns matched GT indices (N, R) and states (N, R)."""
@@ -219,11 +234,17 @@ class YolactLoss(nn.Module):
         return F.smooth_l1_loss(predicted, mask_iou(masks > 0.5, gt_masks), beta=1.0, reduction="sum")
 
     def semantic_loss(self, features, gt_instances) -> torch.Tensor:
-        """Sigmoid BCE of a 1x1 conv on the feature map against per-class unions of GT masks, / (h * w)."""
-        logits = self.semantic_seg_conv(features[self.sem_seg_in_feature])  # (N, C, h, w)
-        size = tuple(logits.shape[-2:])
-        targets = torch.stack([self._class_unions(gt, size) for gt in gt_instances]).to(logits.dtype)
-        return F.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / (size[0] * size[1])
+        """
+        Sigmoid BCE of the 1x1 conv on each of ``sem_seg_in_features`` (N, D, h, w) against per-class unions
+        of GT masks downsampled to (h, w), summed over the map and divided by h * w; summed over the levels.
+        """
+        total = []
+        for name in self.sem_seg_in_features:
+            logits = self.semantic_seg_conv(features[name])  # (N, C, h, w)
+            size = tuple(logits.shape[-2:])
+            targets = torch.stack([self._class_unions(gt, size) for gt in gt_instances]).to(logits.dtype)
+            total.append(F.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / (size[0] * size[1]))
+        return torch.stack(total).sum()
 
     def _class_unions(self, gt: Instances, size: Tuple[int, int]) -> torch.Tensor:
         """(C, h, w) {0, 1}: for each class the union of its GT masks downsampled to ``size``."""
