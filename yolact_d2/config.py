@@ -160,3 +160,7 @@ def add_yolact_config(cfg):
     _C.MODEL.YOLACT.AUGMENTATION.MAX_EXPAND = 4.0
     # Random sample crop with a minimum IoU constraint; keeps instances whose box centres stay inside.
     _C.MODEL.YOLACT.AUGMENTATION.SAMPLE_CROP = True
+    # Not in the original: random vertical flip and transpose (x and y swapped), each with probability 0.5; with
+    # the horizontal flip, the 8 rotations by multiples of 90 degrees and reflections, equally likely. Only for
+    # data without an "up" (aerial or microscope images, the embedded shapes), so off by default.
+    _C.MODEL.YOLACT.AUGMENTATION.DIHEDRAL = False

@@ -16,12 +16,15 @@ from yolact_d2.data.transforms import (
     RandomExpand,
     RandomSampleCrop,
     ResizeToSquare,
+    TransposeTransform,
 )
 
 BACKGROUND = (10, 20, 30)
 
 
-def make_cfg(size, photometric=False, expand=False, sample_crop=False, flip="none", preserve_aspect_ratio=False):
+def make_cfg(
+    size, photometric=False, expand=False, sample_crop=False, flip="none", preserve_aspect_ratio=False, dihedral=False
+):
     cfg = get_cfg()
     add_yolact_config(cfg)
     cfg.MODEL.YOLACT.INPUT_SIZE = size
@@ -29,6 +32,7 @@ def make_cfg(size, photometric=False, expand=False, sample_crop=False, flip="non
     cfg.MODEL.YOLACT.AUGMENTATION.PHOTOMETRIC = photometric
     cfg.MODEL.YOLACT.AUGMENTATION.EXPAND = expand
     cfg.MODEL.YOLACT.AUGMENTATION.SAMPLE_CROP = sample_crop
+    cfg.MODEL.YOLACT.AUGMENTATION.DIHEDRAL = dihedral
     cfg.INPUT.RANDOM_FLIP = flip
     return cfg
 
@@ -156,6 +160,32 @@ def test_flip_mirrors_image_boxes_and_masks(tmp_path):
         assert torch.equal(boxes, torch.stack([128 - x2, y1, 128 - x1, y2], 1))
         assert torch.equal(out["instances"].gt_masks.tensor, reference["instances"].gt_masks.tensor.flip(-1))
     assert 0 < flipped_seeds < 8
+
+
+def dihedral_images(image):
+    """The 8 images of an (..., S, S) tensor under rotations by multiples of 90 degrees and reflections."""
+    rotations = [torch.rot90(image, k, dims=(-2, -1)) for k in range(4)]
+    return rotations + [r.flip(-1) for r in rotations]
+
+
+def test_dihedral_gives_the_eight_symmetries_of_image_masks_and_boxes(tmp_path):
+    dataset_dict = make_dataset_dict(tmp_path, 32, 64, RECTS)
+    reference = run_mapper(make_cfg(128), dataset_dict)
+    ref_images = dihedral_images(reference["image"])
+    ref_masks = dihedral_images(reference["instances"].gt_masks.tensor)
+    seen = set()
+    for seed in range(48):
+        out = run_mapper(make_cfg(128, flip="horizontal", dihedral=True), dataset_dict, seed)
+        # The transpose comes before the resize, whose rounding differs by 1 between the two axes.
+        matches = [k for k, image in enumerate(ref_images) if (out["image"].int() - image.int()).abs().max() <= 1]
+        assert len(matches) == 1
+        k = matches[0]
+        seen.add(k)
+        masks = out["instances"].gt_masks.tensor
+        assert torch.equal(masks, ref_masks[k])
+        assert out["instances"].gt_classes.tolist() == [0, 1]
+        check_boxes_are_tight(out["instances"])
+    assert seen == set(range(8))
 
 
 def test_expand_scales_masks_and_fills_with_mean(tmp_path):
@@ -345,4 +375,9 @@ def test_build_augmentation_follows_config():
     assert augs[1].pad_value == (104, 116, 124)  # detectron2's default BGR mean, rounded
     assert [type(a) for a in build_yolact_augmentation(cfg, is_train=False)] == [ResizeToSquare]
     assert [type(a) for a in build_yolact_augmentation(make_cfg(128), is_train=True)] == [ResizeToSquare]
+    dihedral = build_yolact_augmentation(make_cfg(128, dihedral=True), is_train=True)
+    assert [type(a) for a in dihedral] == [T.RandomFlip, T.RandomApply, ResizeToSquare]
+    assert dihedral[0].vertical and not dihedral[0].horizontal
+    assert dihedral[1].prob == 0.5
+    assert isinstance(dihedral[1].aug.get_transform(np.zeros((2, 3, 3), np.uint8)), TransposeTransform)
 

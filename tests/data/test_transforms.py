@@ -11,6 +11,7 @@ from yolact_d2.data.transforms import (
     RandomExpand,
     RandomSampleCrop,
     ResizeToSquare,
+    TransposeTransform,
     box_centres_inside,
 )
 
@@ -167,3 +168,17 @@ def test_resize_to_square():
     np.testing.assert_allclose(tfm.apply_coords(np.array([[60.0, 30.0], [10.0, 4.0]])), [[90, 45], [15, 6]])
     segmentation = tfm.apply_segmentation(np.ones((30, 60), dtype=np.uint8))
     assert segmentation.shape == (90, 90) and segmentation.sum() == 90 * 45
+
+
+def test_transpose_transform_swaps_rows_and_columns():
+    image = random_image(3, 5)
+    tfm = TransposeTransform()
+    out = tfm.apply_image(image)
+    assert out.shape == (5, 3, 3)
+    for y in range(3):
+        for x in range(5):
+            np.testing.assert_array_equal(out[x, y], image[y, x])
+    np.testing.assert_array_equal(tfm.apply_segmentation(image[..., 0]), out[..., 0])
+    np.testing.assert_allclose(tfm.apply_coords(np.array([[4.0, 1.0], [0.5, 2.5]])), [[1, 4], [2.5, 0.5]])
+    np.testing.assert_allclose(tfm.apply_box(np.array([[1.0, 0.0, 5.0, 2.0]])), [[0, 1, 2, 5]])
+    np.testing.assert_array_equal(tfm.inverse().apply_image(out), image)

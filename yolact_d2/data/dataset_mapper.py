@@ -12,7 +12,14 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Boxes, BoxMode, Instances, polygons_to_bitmask
 
-from .transforms import PhotometricDistort, RandomExpand, RandomSampleCrop, ResizeToSquare, box_centres_inside
+from .transforms import (
+    PhotometricDistort,
+    RandomExpand,
+    RandomSampleCrop,
+    ResizeToSquare,
+    TransposeTransform,
+    box_centres_inside,
+)
 
 __all__ = ["YolactDatasetMapper", "build_yolact_augmentation", "transform_annotations"]
 
@@ -20,7 +27,8 @@ __all__ = ["YolactDatasetMapper", "build_yolact_augmentation", "transform_annota
 def build_yolact_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
     """
     The augmentations of the original YOLACT in its order, each switched by ``cfg.MODEL.YOLACT.AUGMENTATION`` or
-    ``cfg.INPUT.RANDOM_FLIP`` (training only): photometric distortion, expand, random sample crop, flip; then
+    ``cfg.INPUT.RANDOM_FLIP`` (training only): photometric distortion, expand, random sample crop, flip; then,
+    with ``AUGMENTATION.DIHEDRAL`` (not in the original), a random vertical flip and a random transpose; then
     the resize to the ``MODEL.YOLACT.INPUT_SIZE`` square network input. The expand canvas and the padding are
     filled with ``MODEL.PIXEL_MEAN`` (rounded), in ``INPUT.FORMAT`` channel order.
     """
@@ -40,6 +48,8 @@ def build_yolact_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
                     horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal", vertical=cfg.INPUT.RANDOM_FLIP == "vertical"
                 )
             )
+        if aug_cfg.DIHEDRAL:
+            augs += [T.RandomFlip(horizontal=False, vertical=True), T.RandomApply(TransposeTransform(), prob=0.5)]
     augs.append(ResizeToSquare(cfg.MODEL.YOLACT.INPUT_SIZE, cfg.MODEL.YOLACT.PRESERVE_ASPECT_RATIO, pad_value))
     return augs
 

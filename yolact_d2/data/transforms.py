@@ -21,6 +21,7 @@ __all__ = [
     "RandomExpand",
     "RandomSampleCrop",
     "ResizeToSquare",
+    "TransposeTransform",
     "box_centres_inside",
 ]
 
@@ -251,6 +252,26 @@ class RandomSampleCrop(T.Augmentation):
             Boxes(torch.as_tensor(boxes, dtype=torch.float32)), Boxes(torch.tensor([crop], dtype=torch.float32))
         )
         return bool(iou.max() >= min_iou) and bool(box_centres_inside(boxes, crop).any())
+
+
+class TransposeTransform(T.Transform):
+    """
+    Reflection in the main diagonal: pixel (x, y) moves to (y, x), so an (H, W, ...) image becomes (W, H, ...).
+    With the horizontal and vertical flips it makes all eight rotations by multiples of 90 degrees and
+    reflections. It is its own inverse.
+    """
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.swapaxes(img, 0, 1))
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(coords[:, ::-1])
+
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        return self.apply_image(segmentation)
+
+    def inverse(self) -> T.Transform:
+        return self
 
 
 class ResizeToSquare(T.Augmentation):
