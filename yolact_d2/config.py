@@ -108,6 +108,8 @@ def add_yolact_config(cfg):
     _C.MODEL.YOLACT.LOSS = CN()
     _C.MODEL.YOLACT.LOSS.CLS_WEIGHT = 1.0
     _C.MODEL.YOLACT.LOSS.BOX_WEIGHT = 1.5
+    # "smooth_l1" on the SSD-encoded deltas (the original's) or "giou" (1 - GIoU of the decoded boxes).
+    _C.MODEL.YOLACT.LOSS.BOX_REG_LOSS_TYPE = "smooth_l1"
     _C.MODEL.YOLACT.LOSS.MASK_WEIGHT = 6.125
     _C.MODEL.YOLACT.LOSS.SEM_SEG_WEIGHT = 1.0
     # Online hard example mining: negatives kept per positive.

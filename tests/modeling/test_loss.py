@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from detectron2.structures import BitMasks, Boxes, Instances
 
+from yolact_d2.modeling.anchors import build_box2box_transform
 from yolact_d2.modeling.loss import YolactLoss, match_anchors, ohem_negatives
 
 
@@ -101,6 +102,37 @@ def test_class_loss_is_cross_entropy_over_positives_and_mined_negatives(cfg):
     # background is the last class; OHEM keeps 3 negatives per positive = all three negatives here
     expected = sum(-torch.log_softmax(logits[0, i], 0)[t] for i, t in [(0, 1), (1, 2), (2, 2), (3, 2)])
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def _box_loss_inputs():
+    """Anchors 0 and 2 positive (matched to GT 0 and 1), anchor 1 negative; deltas (1, 3, 4)."""
+    anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0]])
+    inst = Instances((32, 32))
+    inst.gt_boxes = Boxes(torch.tensor([[5.0, 0.0, 15.0, 10.0], [20.0, 0.0, 30.0, 10.0]]))
+    deltas = torch.tensor([[[1.0, 0.0, 0.0, 0.0], [7.0, 7.0, 7.0, 7.0], [0.0, 0.0, 0.0, 0.0]]])
+    return deltas, anchors, [inst], torch.tensor([[0, 0, 1]]), torch.tensor([[1, 0, 1]])
+
+
+@pytest.mark.parametrize("loss_type,expected", [
+    # SSD coding, variances 0.1 / 0.2: GT 0 is the anchor moved by 5 = 0.5 anchor widths -> dx 5; GT 1 by 20 ->
+    # dx 20; sizes equal -> dw = dh = 0. Smooth-L1 (beta 1): |1 - 5| - 0.5 + |0 - 20| - 0.5.
+    ("smooth_l1", 3.5 + 19.5),
+    # Deltas (1, 0, 0, 0) move the anchor by 0.1 * 10: [1, 0, 11, 10] against [5, 0, 15, 10]: intersection 60,
+    # union 140, enclosing box 140 -> GIoU 3 / 7. The anchor itself against [20, 0, 30, 10]: IoU 0, union 200,
+    # enclosing box 300 -> GIoU -1 / 3. The loss is 1 - GIoU per positive.
+    ("giou", (1 - 3 / 7) + (1 + 1 / 3)),
+])
+def test_box_loss_hand_worked_examples(cfg, loss_type, expected):
+    cfg.MODEL.YOLACT.LOSS.BOX_REG_LOSS_TYPE = loss_type
+    loss = _loss_module(cfg)
+    got = loss.box_loss(*_box_loss_inputs(), build_box2box_transform(cfg))
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_box_loss_type_must_be_known(cfg):
+    cfg.MODEL.YOLACT.LOSS.BOX_REG_LOSS_TYPE = "iou"
+    with pytest.raises(ValueError, match="BOX_REG_LOSS_TYPE='iou'"):
+        _loss_module(cfg)
 
 
 def _semantic_expected(conv, feature, masks, classes, num_classes):

@@ -1,6 +1,6 @@
 """
 YOLACT's training losses, with the original's definitions and normalisations: anchor matching, softmax
-class loss with OHEM, smooth-L1 box loss, mask BCE on assembled masks cropped by the GT box, and the
+class loss with OHEM, smooth-L1 box loss (or, as an option, GIoU on the decoded boxes), mask BCE on assembled masks cropped by the GT box, and the
 semantic-segmentation auxiliary loss.
 
 Coordinates: anchors and GT boxes are XYXY in pixels of the (square, S x S) network input.
@@ -10,6 +10,8 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from fvcore.nn import giou_loss
 
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
@@ -108,6 +110,19 @@ def downsample_masks(masks: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor
     return (resized > 0.5).float()
 
 
+def _smooth_l1_box_loss(deltas, anchors, gt_boxes, box2box_transform) -> torch.Tensor:
+    """Smooth-L1 (beta 1) between predicted deltas (P, 4) and the encoding of the GT boxes, summed."""
+    return F.smooth_l1_loss(deltas, box2box_transform.get_deltas(anchors, gt_boxes), beta=1.0, reduction="sum")
+
+
+def _giou_box_loss(deltas, anchors, gt_boxes, box2box_transform) -> torch.Tensor:
+    """1 - GIoU between the boxes decoded from (P, 4) deltas on their anchors and the GT boxes, summed."""
+    return giou_loss(box2box_transform.apply_deltas(deltas, anchors), gt_boxes, reduction="sum")
+
+
+BOX_REG_LOSSES = {"smooth_l1": _smooth_l1_box_loss, "giou": _giou_box_loss}
+
+
 class YolactLoss(nn.Module):
     """
     All of YOLACT's training losses. Owns the semantic-segmentation 1x1 conv (training only: inference
@@ -132,6 +147,11 @@ class YolactLoss(nn.Module):
         }
         self.min_gt_area = ycfg.MASK_RESCORING.MIN_GT_AREA
         self.neg_pos_ratio = lcfg.OHEM_NEG_POS_RATIO
+        if lcfg.BOX_REG_LOSS_TYPE not in BOX_REG_LOSSES:
+            raise ValueError(
+                f"MODEL.YOLACT.LOSS.BOX_REG_LOSS_TYPE={lcfg.BOX_REG_LOSS_TYPE!r} is not one of {sorted(BOX_REG_LOSSES)}"
+            )
+        self.box_reg_loss_type = lcfg.BOX_REG_LOSS_TYPE
         self.masks_to_train = lcfg.MASKS_TO_TRAIN
         self.sem_seg_in_features = list(lcfg.SEM_SEG_IN_FEATURES)
         self.semantic_seg_conv = self._build_semantic_seg_conv(input_shape) if lcfg.SEM_SEG else None
@@ -171,13 +191,17 @@ class YolactLoss(nn.Module):
         return F.cross_entropy(cls_logits[selected], targets[selected], reduction="sum")
 
     def box_loss(self, box_deltas, anchors, gt_instances, matched, state, box2box_transform) -> torch.Tensor:
-        """Smooth-L1 (beta 1) on the SSD-encoded deltas of positive anchors, summed."""
+        """
+        The box loss of the positive anchors, summed: "smooth_l1" (beta 1) on the SSD-encoded deltas, as the
+        original, or "giou", 1 - GIoU of the decoded boxes with their GT boxes.
+        """
         losses = []
         for deltas, gt, m, s in zip(box_deltas, gt_instances, matched, state):
             pos = s == POSITIVE
             if pos.any():
-                target = box2box_transform.get_deltas(anchors[pos], gt.gt_boxes.tensor[m[pos]])
-                losses.append(F.smooth_l1_loss(deltas[pos], target, beta=1.0, reduction="sum"))
+                losses.append(BOX_REG_LOSSES[self.box_reg_loss_type](
+                    deltas[pos], anchors[pos], gt.gt_boxes.tensor[m[pos]], box2box_transform
+                ))
         return torch.stack(losses).sum() if losses else box_deltas.sum() * 0
 
     def sample_masks(self, prototypes, coefs, gt_instances, matched, state) -> List[SampledMasks]:
