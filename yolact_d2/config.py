@@ -79,7 +79,8 @@ def add_yolact_config(cfg):
     # Prediction head, shared across IN_FEATURES.
     _C.MODEL.YOLACT.HEAD = CN()
     _C.MODEL.YOLACT.HEAD.NAME = "YolactHead"
-    # 3x3 conv + ReLU layers shared by the class, box and coefficient branches.
+    # 3x3 conv + ReLU layers shared by the class, box and coefficient branches ("YolactDecoupledHead": one such
+    # tower per branch).
     _C.MODEL.YOLACT.HEAD.SHARED_CONV_DIMS = [256]
     # Norm after each shared conv, as MODEL.YOLACT.PROTONET.NORM (on the embedded dataset GN in the head, protonet
     # and FPN did not help training from scratch: README).

@@ -34,3 +34,26 @@ def test_norm_from_config(cfg):
     head = build_yolact_head(cfg, [ShapeSpec(channels=64)] * 2, num_anchors=3)
     norms = [m for m in head.shared.modules() if isinstance(m, torch.nn.GroupNorm)]
     assert [n.num_channels for n in norms] == [32, 32] and all(n.num_groups == 32 for n in norms)
+
+
+def test_decoupled_head_gives_each_branch_its_own_tower(cfg):
+    cfg = cfg.clone()
+    cfg.MODEL.YOLACT.HEAD.NAME = "YolactDecoupledHead"
+    cfg.MODEL.YOLACT.HEAD.SHARED_CONV_DIMS = [32, 32]
+    head = build_yolact_head(cfg, [ShapeSpec(channels=64)] * 2, num_anchors=3).eval()
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in head.modules()) == 3 * 2 + 3
+    feats = [torch.randn(2, 64, 4, 5), torch.randn(2, 64, 2, 3)]
+    with torch.no_grad():
+        cls_logits, deltas, coefs = head(feats)
+        # cell (row 1, column 2), anchor 1 of level 0; anchor 2 of cell (1, 0) of level 1
+        torch.testing.assert_close(cls_logits[1, 7 * 3 + 1], head.cls_score(head.cls_tower(feats[0]))[1, 6:12, 1, 2])
+        torch.testing.assert_close(deltas[0, 7 * 3 + 1], head.bbox_pred(head.box_tower(feats[0]))[0, 4:8, 1, 2])
+        raw_coef = head.coef_pred(head.coef_tower(feats[1]))
+        torch.testing.assert_close(coefs[0, 60 + 3 * 3 + 2], raw_coef[0, 16:24, 1, 0].tanh())
+        # the towers are independent: changing the box tower leaves the class logits and coefficients as they were
+        for p in head.box_tower.parameters():
+            p.add_(1.0)
+        cls2, deltas2, coefs2 = head(feats)
+    torch.testing.assert_close(cls2, cls_logits)
+    torch.testing.assert_close(coefs2, coefs)
+    assert not torch.allclose(deltas2, deltas)

@@ -11,7 +11,7 @@ from detectron2.utils.registry import Registry
 
 from ..layers import conv_relu_stack
 
-__all__ = ["YOLACT_HEAD_REGISTRY", "YolactHead", "build_yolact_head"]
+__all__ = ["YOLACT_HEAD_REGISTRY", "YolactHead", "YolactDecoupledHead", "build_yolact_head"]
 
 YOLACT_HEAD_REGISTRY = Registry("YOLACT_HEAD")
 YOLACT_HEAD_REGISTRY.__doc__ = """
@@ -50,13 +50,21 @@ class YolactHead(nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.num_prototypes = num_prototypes
-        self.shared = conv_relu_stack(in_channels, shared_conv_dims, norm)
+        self._build_towers(in_channels, shared_conv_dims, norm)
         dim = shared_conv_dims[-1] if shared_conv_dims else in_channels
         self.cls_score = nn.Conv2d(dim, num_anchors * (num_classes + 1), 3, padding=1)
         self.bbox_pred = nn.Conv2d(dim, num_anchors * 4, 3, padding=1)
         self.coef_pred = nn.Conv2d(dim, num_anchors * num_prototypes, 3, padding=1)
         for layer in (self.cls_score, self.bbox_pred, self.coef_pred):
             weight_init.c2_xavier_fill(layer)
+
+    def _build_towers(self, in_channels: int, conv_dims: List[int], norm: str):
+        self.shared = conv_relu_stack(in_channels, conv_dims, norm)
+
+    def _towers(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The (N, D, H, W) features of one level that the class, box and coefficient convs read."""
+        x = self.shared(x)
+        return x, x, x
 
     @classmethod
     def from_config(cls, cfg, input_shapes: List[ShapeSpec], num_anchors: int):
@@ -82,11 +90,28 @@ class YolactHead(nn.Module):
         """
         cls_logits, box_deltas, coefs = [], [], []
         for x in features:
-            x = self.shared(x)
-            cls_logits.append(_flatten(self.cls_score(x), self.num_classes + 1))
-            box_deltas.append(_flatten(self.bbox_pred(x), 4))
-            coefs.append(_flatten(self.coef_pred(x), self.num_prototypes))
+            cls_x, box_x, coef_x = self._towers(x)
+            cls_logits.append(_flatten(self.cls_score(cls_x), self.num_classes + 1))
+            box_deltas.append(_flatten(self.bbox_pred(box_x), 4))
+            coefs.append(_flatten(self.coef_pred(coef_x), self.num_prototypes))
         return torch.cat(cls_logits, 1), torch.cat(box_deltas, 1), torch.tanh(torch.cat(coefs, 1))
+
+
+@YOLACT_HEAD_REGISTRY.register()
+class YolactDecoupledHead(YolactHead):
+    """
+    ``YolactHead`` with one conv tower per branch (``SHARED_CONV_DIMS`` each) instead of one shared by all
+    three: classification and localisation do not compete for the same features (YOLOX's decoupled head).
+    Not in the original; it costs the tower's convs twice more.
+    """
+
+    def _build_towers(self, in_channels: int, conv_dims: List[int], norm: str):
+        self.cls_tower = conv_relu_stack(in_channels, conv_dims, norm)
+        self.box_tower = conv_relu_stack(in_channels, conv_dims, norm)
+        self.coef_tower = conv_relu_stack(in_channels, conv_dims, norm)
+
+    def _towers(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.cls_tower(x), self.box_tower(x), self.coef_tower(x)
 
 
 def build_yolact_head(cfg, input_shapes: List[ShapeSpec], num_anchors: int) -> nn.Module:
