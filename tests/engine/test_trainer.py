@@ -10,7 +10,8 @@ from detectron2.evaluation import inference_on_dataset
 from detectron2.structures import BitMasks, Boxes, Instances
 
 from yolact_d2.data import YolactDatasetMapper
-from yolact_d2.engine import YolactTrainer
+from yolact_d2.engine import AutocastTrainer, YolactTrainer
+from yolact_d2.engine import trainer as trainer_module
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -63,6 +64,35 @@ def test_train_then_resume_restores_the_iteration(cfg, tiny_dataset, tmp_path):
     torch.testing.assert_close(resumed.model.head.cls_score.weight.detach(), w_saved)
     resumed.train()
     assert resumed.iter == 5
+
+
+def test_amp_on_the_cpu_trains_in_bfloat16(cfg, tiny_dataset, tmp_path):
+    cfg = _train_cfg(cfg, tiny_dataset, tmp_path, 2)
+    cfg.SOLVER.AMP.ENABLED = True
+    trainer = YolactTrainer(cfg)
+    assert isinstance(trainer._trainer, AutocastTrainer)
+    before = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    feature_dtypes = []
+    trainer.model.backbone.register_forward_hook(lambda module, args, out: feature_dtypes.append(out["p3"].dtype))
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    # two training steps in bfloat16, then the final evaluation of the 6 images in float32
+    assert feature_dtypes == [torch.bfloat16] * 2 + [torch.float32] * 6
+    after = trainer.model.state_dict()
+    assert all(after[k].dtype == v.dtype for k, v in before.items())  # the parameters stay float32
+    assert not torch.equal(after["head.cls_score.weight"], before["head.cls_score.weight"])
+    losses = [v for v, _ in trainer.storage.history("total_loss").values()]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_amp_on_a_cpu_without_native_bfloat16_warns(cfg, tiny_dataset, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bfloat16", lambda: False)
+    cfg = _train_cfg(cfg, tiny_dataset, tmp_path, 1)
+    cfg.SOLVER.AMP.ENABLED = True
+    with caplog.at_level("WARNING", logger=trainer_module.__name__):
+        trainer = YolactTrainer(cfg)
+    assert isinstance(trainer._trainer, AutocastTrainer)
+    assert "without native bfloat16" in caplog.text and "SOLVER.AMP.ENABLED False" in caplog.text
 
 
 def test_class_count_mismatch_is_a_clear_error(cfg, tiny_dataset, tmp_path):

@@ -149,3 +149,20 @@ def test_class_ids_beyond_num_classes_are_refused(cfg):
     model = build_model(cfg).train()
     with pytest.raises(ValueError, match="NUM_CLASSES=5"):
         model([{"image": _image(160, 160), "instances": _gt(160, [[10, 10, 50, 50]], [7])}])
+
+
+def test_losses_under_bfloat16_autocast_are_float32_and_near_the_float32_ones(cfg):
+    """Mixed precision runs the network in bfloat16; autocast keeps the losses in float32, within 2% of float32."""
+    model = build_model(cfg).train()
+    inputs = [{"image": _image(160, 160, 3), "instances": _gt(160, [[10, 20, 90, 100], [60, 60, 150, 140]], [1, 4])}]
+    full = model(inputs)
+    head_dtypes = []
+    hook = model.head.register_forward_hook(lambda module, args, out: head_dtypes.append(out[0].dtype))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model(inputs)
+    hook.remove()
+    assert head_dtypes == [torch.bfloat16]
+    assert set(mixed) == set(full)
+    for name, value in mixed.items():
+        assert value.dtype == torch.float32, name
+        torch.testing.assert_close(value, full[name], rtol=0.02, atol=0.0, msg=name)

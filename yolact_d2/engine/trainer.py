@@ -1,6 +1,7 @@
 """detectron2's DefaultTrainer, adapted to YOLACT's data and to distributed training on CPUs."""
 import logging
 import os
+import time
 import weakref
 
 import torch
@@ -15,7 +16,9 @@ from detectron2.utils.logger import setup_logger
 
 from ..data.build import build_yolact_test_loader, build_yolact_train_loader, check_num_classes
 
-__all__ = ["YolactTrainer", "wrap_ddp"]
+__all__ = ["AutocastTrainer", "YolactTrainer", "build_step_trainer", "wrap_ddp"]
+
+logger = logging.getLogger(__name__)
 
 
 def wrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
@@ -28,11 +31,63 @@ def wrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
     return create_ddp_model(model, broadcast_buffers=False, device_ids=device_ids)
 
 
+class AutocastTrainer(SimpleTrainer):
+    """
+    SimpleTrainer with the forward pass (losses included) under ``torch.autocast``: mixed precision on the
+    CPU, where detectron2's AMPTrainer (CUDA only, float16 with a gradient scaler) does not run. The default
+    bfloat16 has float32's exponent range, so the gradients need no scaling; backward and the optimizer step
+    run outside autocast, on the float32 parameters.
+    """
+
+    def __init__(self, model, data_loader, optimizer, device_type: str = "cpu", dtype=torch.bfloat16):
+        super().__init__(model, data_loader, optimizer)
+        self.device_type = device_type
+        self.dtype = dtype
+
+    def run_step(self):
+        assert self.model.training, "[AutocastTrainer] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            loss_dict = self.model(data)
+        losses = sum(loss_dict.values())
+        self.optimizer.zero_grad()
+        losses.backward()
+        self.after_backward()
+        self._write_metrics(loss_dict, data_time)
+        self.optimizer.step()
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX) rather than by conversion."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # pylint: disable=protected-access
+
+
+def build_step_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
+    """
+    The loop that runs each iteration: SimpleTrainer in float32, or with ``SOLVER.AMP.ENABLED`` mixed precision,
+    by detectron2's AMPTrainer on CUDA (float16) or :class:`AutocastTrainer` on the CPU (bfloat16; a warning
+    when the CPU has no native bfloat16, where it runs slower than float32).
+    """
+    if not cfg.SOLVER.AMP.ENABLED:
+        return SimpleTrainer(model, data_loader, optimizer)
+    if cfg.MODEL.DEVICE.startswith("cuda"):
+        return AMPTrainer(model, data_loader, optimizer)
+    if not cpu_has_native_bfloat16():
+        logger.warning(
+            "SOLVER.AMP.ENABLED on a CPU without native bfloat16 (AVX512-BF16 / AMX): mixed precision will be "
+            "slower than float32 here; set SOLVER.AMP.ENABLED False to train in float32"
+        )
+    return AutocastTrainer(model, data_loader, optimizer, device_type="cpu", dtype=torch.bfloat16)
+
+
 class YolactTrainer(DefaultTrainer):
     """
     A DefaultTrainer that feeds YOLACT models through :class:`YolactDatasetMapper` (other meta-architectures,
     e.g. Mask R-CNN for comparison, keep detectron2's loaders), evaluates with COCOEvaluator (bbox + segm),
-    checks the class count of the config against the datasets, and runs multi-process on CPU or GPU.
+    checks the class count of the config against the datasets, and runs multi-process and in mixed precision
+    (``SOLVER.AMP.ENABLED``, see :func:`build_step_trainer`) on CPU or GPU.
     """
 
     def __init__(self, cfg):  # pylint: disable=super-init-not-called
@@ -46,8 +101,7 @@ class YolactTrainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = wrap_ddp(model)
-        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
-        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.max_iter = cfg.SOLVER.MAX_ITER
