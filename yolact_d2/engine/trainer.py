@@ -1,4 +1,4 @@
-"""detectron2's DefaultTrainer, adapted to YOLACT's data and to distributed training on CPUs."""
+"""detectron2's DefaultTrainer, adapted to YOLACT's data, to distributed training and to mixed precision on CPUs."""
 import logging
 import os
 import time
