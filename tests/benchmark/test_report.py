@@ -37,8 +37,8 @@ def _results(with_data: bool):
                           "reference_kept": 100, "common": 100, "precision": 1.0, "recall": 1.0}]},
         "flops": [{"config": "yolact", "mode": "fixed", "gmacs": 0.6, "params": 12_000_000,
                    "trainable_params": 11_000_000, "uncounted_ops": {"aten::triu": 1}}],
-        "train": [{"config": "yolact", "batch_size": 2, "median_ms": 250.0, "p90_ms": 260.0, "mean_ms": 255.0,
-                   "images_per_s": 8.0, **memory}],
+        "train": [{"config": "yolact", "batch_size": 2, "precision": "bfloat16", "median_ms": 250.0,
+                   "p90_ms": 260.0, "mean_ms": 255.0, "images_per_s": 8.0, **memory}],
         "accuracy": [
             {"config": c, "weights": "w.pth", "dataset": "shapes_val", "box_AP": ap, "box_AP50": ap, "mask_AP": ap,
              "mask_AP50": ap, "median_ms": ms, "p90_ms": ms, "image_size": [320, 320]}
@@ -66,7 +66,8 @@ def test_reports_have_every_section_and_a_plot(tmp_path):
     positions = [markdown.index(s) for s in SECTIONS]
     assert positions == sorted(positions)
     for text in ("speed-up vs mask_rcnn", "| yolact ", "end-to-end (instrumented)", "StandardNMS", "aten::triu",
-                 "median s/iter", "![Mask AP vs latency](ap_vs_latency.png)", "- a note", data["machine"]["cpu"]):
+                 "median s/iter", "| bfloat16    |", "![Mask AP vs latency](ap_vs_latency.png)", "- a note",
+                 data["machine"]["cpu"]):
         assert text in markdown, text
     with open(paths["plot"], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"

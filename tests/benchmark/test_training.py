@@ -1,8 +1,10 @@
 """Training iterations of YOLACT and Mask R-CNN on the same synthetic batch."""
 import pytest
+import torch
 
 from yolact_d2.benchmark.inputs import synthetic_images, training_inputs
 from yolact_d2.benchmark.models import benchmark_config
+from yolact_d2.benchmark import training
 from yolact_d2.benchmark.training import TRAIN_LR, measure_training
 
 
@@ -16,3 +18,23 @@ def test_training_iterations_are_timed(request, model):
     assert row["images_per_s"] == pytest.approx(2000 / row["median_ms"])
     assert row["peak_memory_mb"] >= 0
     assert bench_cfg.SOLVER.BASE_LR != TRAIN_LR  # the caller's config is left as it was
+
+
+@pytest.mark.parametrize("amp,precision", [(False, "float32"), (True, "bfloat16")])
+def test_training_steps_run_in_the_configs_precision(small_yolact_config, monkeypatch, amp, precision):
+    """The timed step is the trainer's: with SOLVER.AMP.ENABLED on the CPU, the network runs in bfloat16."""
+    bench_cfg = benchmark_config(small_yolact_config, device="cpu", input_size=96)
+    bench_cfg.SOLVER.AMP.ENABLED = amp
+    batch = training_inputs(synthetic_images(2, 96), bench_cfg)
+    head_dtypes = []
+    build = training.build_random_model
+
+    def build_with_hook(cfg, inputs):
+        model = build(cfg, inputs)
+        model.head.register_forward_hook(lambda module, args, out: head_dtypes.append(out[0].dtype))
+        return model
+
+    monkeypatch.setattr(training, "build_random_model", build_with_hook)
+    row = measure_training(bench_cfg, batch, warmup=1, iters=1)
+    assert row["precision"] == precision
+    assert head_dtypes == [getattr(torch, precision)] * 2

@@ -131,9 +131,9 @@ def _training(results) -> Section:
     if rows:
         section.tables.append(Table(
             "Training iteration (forward + losses + backward + SGD step)",
-            ["config", "batch", "median s/iter", "p90 s/iter", "images/s", "peak mem MiB"],
-            [[r["config"], r["batch_size"], _num(r["median_ms"] / 1000, 3), _num(r["p90_ms"] / 1000, 3),
-              _num(r["images_per_s"], 2), _num(r["peak_memory_mb"])] for r in rows],
+            ["config", "batch", "precision", "median s/iter", "p90 s/iter", "images/s", "peak mem MiB"],
+            [[r["config"], r["batch_size"], r["precision"], _num(r["median_ms"] / 1000, 3),
+              _num(r["p90_ms"] / 1000, 3), _num(r["images_per_s"], 2), _num(r["peak_memory_mb"])] for r in rows],
             f"Random weights, synthetic box + mask ground truth. Peak memory: {_memory_method(rows)}.",
         ))
     return section

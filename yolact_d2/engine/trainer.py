@@ -39,17 +39,17 @@ class AutocastTrainer(SimpleTrainer):
     run outside autocast, on the float32 parameters.
     """
 
-    def __init__(self, model, data_loader, optimizer, device_type: str = "cpu", dtype=torch.bfloat16):
+    def __init__(self, model, data_loader, optimizer, device_type: str = "cpu", precision=torch.bfloat16):
         super().__init__(model, data_loader, optimizer)
         self.device_type = device_type
-        self.dtype = dtype
+        self.precision = precision  # the name of AMPTrainer's attribute
 
     def run_step(self):
         assert self.model.training, "[AutocastTrainer] model was changed to eval mode!"
         start = time.perf_counter()
         data = next(self._data_loader_iter)
         data_time = time.perf_counter() - start
-        with torch.autocast(self.device_type, dtype=self.dtype):
+        with torch.autocast(self.device_type, dtype=self.precision):
             loss_dict = self.model(data)
         losses = sum(loss_dict.values())
         self.optimizer.zero_grad()
@@ -79,7 +79,7 @@ def build_step_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
             "SOLVER.AMP.ENABLED on a CPU without native bfloat16 (AVX512-BF16 / AMX): mixed precision will be "
             "slower than float32 here; set SOLVER.AMP.ENABLED False to train in float32"
         )
-    return AutocastTrainer(model, data_loader, optimizer, device_type="cpu", dtype=torch.bfloat16)
+    return AutocastTrainer(model, data_loader, optimizer, device_type="cpu", precision=torch.bfloat16)
 
 
 class YolactTrainer(DefaultTrainer):
