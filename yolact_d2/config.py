@@ -46,7 +46,8 @@ def add_yolact_config(cfg):
     _C.MODEL.YOLACT.INPUT_SIZE = 550
     _C.MODEL.YOLACT.PRESERVE_ASPECT_RATIO = False
     # Run the convolutions on channels-last (NHWC) tensors: oneDNN's fastest CPU path (and tensor cores' on GPUs).
-    # Only the memory layout changes, not the values or the parameters.
+    # Only the memory layout changes, not the values: the conv weights are stored channels-last too and the
+    # GroupNorms become ChannelsLastGroupNorm (the same layer, fast on channels-last bfloat16 CPU tensors).
     _C.MODEL.YOLACT.CHANNELS_LAST = True
 
     # YOLACT++: in the ResNet stages chosen by detectron2's MODEL.RESNETS.DEFORM_ON_PER_STAGE, blocks 0, n, 2n...

@@ -1,3 +1,4 @@
+import copy
 import os
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import torch
 
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation import inference_on_dataset
+from detectron2.solver.build import get_default_optimizer_params
 from detectron2.structures import BitMasks, Boxes, Instances
 
 from yolact_d2.data import YolactDatasetMapper
@@ -93,6 +95,39 @@ def test_amp_on_a_cpu_without_native_bfloat16_warns(cfg, tiny_dataset, tmp_path,
         trainer = YolactTrainer(cfg)
     assert isinstance(trainer._trainer, AutocastTrainer)
     assert "without native bfloat16" in caplog.text and "SOLVER.AMP.ENABLED False" in caplog.text
+
+
+def test_adamw_is_fused_and_steps_like_pytorchs_adamw_after_per_parameter_clipping(cfg):
+    cfg.SOLVER.OPTIMIZER = "ADAMW"
+    cfg.SOLVER.BASE_LR = 0.01
+    cfg.SOLVER.WEIGHT_DECAY = 0.1
+    cfg.SOLVER.CLIP_GRADIENTS.ENABLED = True
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "norm"
+    cfg.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 0.5
+    model = YolactTrainer.build_model(cfg)
+    reference = copy.deepcopy(model)
+    optimizer = YolactTrainer.build_optimizer(cfg, model)
+    assert optimizer.defaults["fused"] is True
+    groups = get_default_optimizer_params(reference, base_lr=0.01, weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM)
+    expected = torch.optim.AdamW(groups, lr=0.01, weight_decay=0.1, fused=False)
+    before = model.head.cls_score.weight.detach().clone()
+    torch.manual_seed(1)
+    for scale in (10.0, 0.01):  # Adam undoes one uniform scaling, not two different ones in a row
+        for p, q in zip(model.parameters(), reference.parameters()):
+            p.grad = torch.randn_like(p) * scale
+            q.grad = p.grad.clone()
+            torch.nn.utils.clip_grad_norm_(q, 0.5)  # "norm" clipping: each parameter on its own
+        optimizer.step()
+        expected.step()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+    assert (model.head.cls_score.weight - before).abs().max() > 1e-3  # the step moved the weights
+
+
+def test_unknown_optimizer_is_a_clear_error(cfg):
+    cfg.SOLVER.OPTIMIZER = "LAMB"
+    with pytest.raises(ValueError, match="SOLVER.OPTIMIZER.*LAMB"):
+        YolactTrainer.build_optimizer(cfg, YolactTrainer.build_model(cfg))
 
 
 def test_class_count_mismatch_is_a_clear_error(cfg, tiny_dataset, tmp_path):

@@ -52,6 +52,18 @@ def test_integer_offsets_equal_explicit_shifted_sampling():
                                rtol=1e-4, atol=1e-4)
 
 
+def test_sampled_op_takes_channels_last_tensors():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 4, 5, 6, generator=g)
+    offset = torch.randint(-2, 3, (2, 18, 5, 6), generator=g).float()
+    mask = torch.rand(2, 9, 5, 6, generator=g)
+    weight = _conv(ModulatedDeformConv).weight.detach()
+    expected = _shifted_sampling(x, weight, offset, mask)
+    last = [t.contiguous(memory_format=torch.channels_last) for t in (x, offset, weight, mask)]
+    out = sampled_deform_conv2d(last[0], last[1], last[2], None, padding=1, mask=last[3])
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_gradients_are_finite_and_reach_offsets():
     x = torch.randn(2, 4, 8, 8, requires_grad=True)
     offset = (torch.randn(2, 18, 8, 8) * 0.7).requires_grad_()

@@ -8,6 +8,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.visualizer import Visualizer
 
+from yolact_d2.layers import ChannelsLastGroupNorm
+
 FIELDS = {"pred_boxes", "scores", "pred_classes", "pred_masks"}
 
 
@@ -61,15 +63,30 @@ def test_batched_inference_equals_one_by_one(cfg):
 def test_channels_last_changes_the_layout_not_the_results(cfg):
     model = _model(cfg)
     assert model.channels_last  # the default
+    weights = [p for p in model.parameters() if p.dim() == 4]
+    assert len(weights) > 20 and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    cfg.MODEL.YOLACT.CHANNELS_LAST = False
+    plain_model = _model(cfg)
+    plain_model.load_state_dict(model.state_dict())
+    assert all(p.is_contiguous() for p in plain_model.parameters())
     images, _ = model.preprocess_image([{"image": _image(96, 128, 3)}])
     with torch.no_grad():
         fast = model._predict(images)
-        model.channels_last = False
-        plain = model._predict(images)
+        plain = plain_model._predict(images)
     assert fast["features"]["p3"].is_contiguous(memory_format=torch.channels_last)
     assert plain["features"]["p3"].is_contiguous()
     for key in ("prototypes", "cls_logits", "box_deltas", "coefs"):
         torch.testing.assert_close(fast[key], plain[key], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_channels_last_models_use_the_channels_last_group_norm(cfg, channels_last):
+    cfg.MODEL.RESNETS.NORM = "GN"
+    cfg.MODEL.YOLACT.HEAD.NORM = "GN"
+    cfg.MODEL.YOLACT.CHANNELS_LAST = channels_last
+    norms = [type(m) for m in _model(cfg).modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert len(norms) > 10  # the ResNet's and the head's
+    assert set(norms) == {ChannelsLastGroupNorm if channels_last else torch.nn.GroupNorm}
 
 
 def test_preserved_aspect_ratio_maps_boxes_back(cfg):

@@ -62,7 +62,7 @@ def sampled_deform_conv2d(
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
     taps, (out_h, out_w) = kh * kw, offset.shape[-2:]
     deform_groups, groups = offset.shape[1] // (2 * taps), c // group_channels
-    off = offset.view(n, deform_groups, taps, 2, out_h, out_w)
+    off = offset.reshape(n, deform_groups, taps, 2, out_h, out_w)  # reshape: any memory format
     tap_y = (torch.arange(kh, device=x.device, dtype=x.dtype) * dh).repeat_interleave(kw)
     tap_x = (torch.arange(kw, device=x.device, dtype=x.dtype) * dw).repeat(kh)
     rows = torch.arange(out_h, device=x.device, dtype=x.dtype) * sh - ph
@@ -76,9 +76,9 @@ def sampled_deform_conv2d(
         mode="bilinear", padding_mode="zeros", align_corners=False,
     ).view(n, deform_groups, c // deform_groups, taps, out_h * out_w)
     if mask is not None:
-        samples = samples * mask.view(n, deform_groups, 1, taps, out_h * out_w)
+        samples = samples * mask.reshape(n, deform_groups, 1, taps, out_h * out_w)
     samples = samples.view(n, groups, group_channels * taps, out_h * out_w)
-    out = weight.view(groups, out_channels // groups, group_channels * taps) @ samples
+    out = weight.reshape(groups, out_channels // groups, group_channels * taps) @ samples
     out = out.view(n, out_channels, out_h, out_w)
     return out if bias is None else out + bias[:, None, None]
 

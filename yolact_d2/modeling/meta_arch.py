@@ -10,6 +10,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, Instances
 
+from ..layers import convert_group_norms
 from .anchors import YolactAnchorGenerator, build_box2box_transform
 from .head import build_yolact_head
 from .loss import YolactLoss
@@ -118,6 +119,8 @@ class YOLACT(nn.Module):
         self.channels_last = channels_last
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        if channels_last:  # conv weights in the layout of the activations: no reordering at every step
+            convert_group_norms(self).to(memory_format=torch.channels_last)
 
     @classmethod
     def from_config(cls, cfg):
