@@ -86,6 +86,9 @@ def add_yolact_config(cfg):
     # Norm after each shared conv, as MODEL.YOLACT.PROTONET.NORM (on the embedded dataset GN in the head, protonet
     # and FPN did not help training from scratch: README).
     _C.MODEL.YOLACT.HEAD.NORM = ""
+    # When > 0, the class conv starts with every foreground class at this softmax probability and the background
+    # at the rest, at every anchor (RetinaNet's prior initialisation, for the focal loss); 0: zero biases.
+    _C.MODEL.YOLACT.HEAD.PRIOR_PROB = 0.0
 
     # Anchors, in pixels of the network input (scale them with INPUT_SIZE: the paper's are for 550).
     _C.MODEL.YOLACT.ANCHOR = CN()
@@ -114,8 +117,15 @@ def add_yolact_config(cfg):
     _C.MODEL.YOLACT.LOSS.BOX_REG_LOSS_TYPE = "smooth_l1"
     _C.MODEL.YOLACT.LOSS.MASK_WEIGHT = 6.125
     _C.MODEL.YOLACT.LOSS.SEM_SEG_WEIGHT = 1.0
-    # Online hard example mining: negatives kept per positive.
+    # "ohem": softmax cross-entropy over the positives and the hardest negatives (the original's default);
+    # "softmax_focal": the focal loss on the softmax over every positive and negative anchor (an option of the
+    # original code; pair it with MODEL.YOLACT.HEAD.PRIOR_PROB 0.01).
+    _C.MODEL.YOLACT.LOSS.CLS_LOSS_TYPE = "ohem"
+    # Online hard example mining ("ohem"): negatives kept per positive.
     _C.MODEL.YOLACT.LOSS.OHEM_NEG_POS_RATIO = 3
+    # "softmax_focal": weight of the foreground anchors (the background's is 1 - alpha) and focusing exponent.
+    _C.MODEL.YOLACT.LOSS.FOCAL_LOSS_ALPHA = 0.25
+    _C.MODEL.YOLACT.LOSS.FOCAL_LOSS_GAMMA = 2.0
     # Positives per image whose masks are assembled and trained (sampled at random when there are more).
     _C.MODEL.YOLACT.LOSS.MASKS_TO_TRAIN = 100
     # Semantic segmentation auxiliary branch (training only): one 1x1 conv, shared by the features it reads.

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from detectron2.layers import ShapeSpec
@@ -57,3 +58,20 @@ def test_decoupled_head_gives_each_branch_its_own_tower(cfg):
     torch.testing.assert_close(cls2, cls_logits)
     torch.testing.assert_close(coefs2, coefs)
     assert not torch.allclose(deltas2, deltas)
+
+
+def test_prior_prob_starts_every_anchor_at_the_prior(cfg):
+    cfg.MODEL.YOLACT.HEAD.PRIOR_PROB = 0.01
+    head = build_yolact_head(cfg, [ShapeSpec(channels=64)], num_anchors=3).eval()
+    with torch.no_grad():
+        head.cls_score.weight.zero_()  # the logits are then the biases
+        cls_logits, _, _ = head([torch.randn(1, 64, 2, 2)])
+    probs = cls_logits.softmax(-1)  # 5 classes + background
+    expected = torch.tensor([0.01] * 5 + [0.95]).expand_as(probs)
+    torch.testing.assert_close(probs, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_prior_prob_that_leaves_no_background_is_a_clear_error(cfg):
+    cfg.MODEL.YOLACT.HEAD.PRIOR_PROB = 0.2  # 5 classes x 0.2 = 1
+    with pytest.raises(ValueError, match="PRIOR_PROB=0.2"):
+        build_yolact_head(cfg, [ShapeSpec(channels=64)], num_anchors=3)

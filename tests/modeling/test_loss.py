@@ -104,6 +104,31 @@ def test_class_loss_is_cross_entropy_over_positives_and_mined_negatives(cfg):
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+def test_softmax_focal_class_loss_hand_worked_example(cfg):
+    cfg.MODEL.YOLACT.LOSS.CLS_LOSS_TYPE = "softmax_focal"
+    loss = _loss_module(cfg, num_classes=2)
+    logits = torch.tensor([[[2.0, 0.0, 1.0], [0.0, 0.0, 3.0], [1.0, 1.0, 0.0], [0.0, 2.0, 0.0], [0.5, 0.5, 0.5]]])
+    inst = Instances((32, 32))
+    inst.gt_classes = torch.tensor([1])
+    matched = torch.zeros(1, 5, dtype=torch.int64)
+    state = torch.tensor([[1, 0, 0, 0, -1]])
+    got = loss.class_loss(logits, [inst], matched, state)
+    # every non-neutral anchor: -a (1 - p)^2 log p, p the softmax probability of its target; a = 0.25 for the
+    # positive (class 1), 0.75 for the negatives (background, class 2); the neutral anchor 4 is left out.
+    expected = 0.0
+    for i, target, a in [(0, 1, 0.25), (1, 2, 0.75), (2, 2, 0.75), (3, 2, 0.75)]:
+        row = [math.exp(v) for v in logits[0, i].tolist()]
+        p = row[target] / sum(row)
+        expected += -a * (1 - p) ** 2 * math.log(p)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_unknown_class_loss_type_is_a_clear_error(cfg):
+    cfg.MODEL.YOLACT.LOSS.CLS_LOSS_TYPE = "sigmoid"
+    with pytest.raises(ValueError, match="CLS_LOSS_TYPE='sigmoid'"):
+        _loss_module(cfg)
+
+
 def _box_loss_inputs():
     """Anchors 0 and 2 positive (matched to GT 0 and 1), anchor 1 negative; deltas (1, 3, 4)."""
     anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0]])

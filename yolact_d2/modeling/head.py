@@ -1,4 +1,5 @@
 """YOLACT's prediction head: class, box and mask-coefficient branches shared across pyramid levels."""
+import math
 from typing import List, Tuple
 
 import fvcore.nn.weight_init as weight_init
@@ -46,7 +47,13 @@ class YolactHead(nn.Module):
         num_prototypes: int,
         shared_conv_dims: List[int],
         norm: str = "",
+        prior_prob: float = 0.0,
     ):
+        """
+        Args:
+            prior_prob: when > 0, the class conv's biases start so that at every anchor each foreground class
+                has this softmax probability and the background the rest (for the focal loss); 0: zero biases.
+        """
         super().__init__()
         self.num_classes = num_classes
         self.num_prototypes = num_prototypes
@@ -57,6 +64,20 @@ class YolactHead(nn.Module):
         self.coef_pred = nn.Conv2d(dim, num_anchors * num_prototypes, 3, padding=1)
         for layer in (self.cls_score, self.bbox_pred, self.coef_pred):
             weight_init.c2_xavier_fill(layer)
+        if prior_prob > 0:
+            self._init_class_prior(prior_prob)
+
+    def _init_class_prior(self, prior_prob: float):
+        """Foreground biases 0 and background bias log(1 / p - C): softmax gives each foreground class p."""
+        if prior_prob * self.num_classes >= 1:
+            raise ValueError(
+                f"MODEL.YOLACT.HEAD.PRIOR_PROB={prior_prob} leaves no probability to the background with "
+                f"{self.num_classes} classes: it must be below 1 / {self.num_classes}"
+            )
+        with torch.no_grad():
+            biases = self.cls_score.bias.view(-1, self.num_classes + 1)
+            biases.zero_()
+            biases[:, -1] = math.log(1 / prior_prob - self.num_classes)
 
     def _build_towers(self, in_channels: int, conv_dims: List[int], norm: str):
         self.shared = conv_relu_stack(in_channels, conv_dims, norm)
@@ -78,6 +99,7 @@ class YolactHead(nn.Module):
             "num_prototypes": cfg.MODEL.YOLACT.NUM_PROTOTYPES,
             "shared_conv_dims": list(cfg.MODEL.YOLACT.HEAD.SHARED_CONV_DIMS),
             "norm": cfg.MODEL.YOLACT.HEAD.NORM,
+            "prior_prob": cfg.MODEL.YOLACT.HEAD.PRIOR_PROB,
         }
 
     def forward(self, features: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,6 +1,7 @@
 """
 YOLACT's training losses, with the original's definitions and normalisations: anchor matching, softmax
-class loss with OHEM, smooth-L1 box loss (or, as an option, GIoU on the decoded boxes), mask BCE on assembled
+class loss with OHEM (or, as an option, the softmax focal loss), smooth-L1 box loss (or, as an option, GIoU on
+the decoded boxes), mask BCE on assembled
 masks cropped by the GT box, and the semantic-segmentation auxiliary loss.
 
 Coordinates: anchors and GT boxes are XYXY in pixels of the (square, S x S) network input.
@@ -20,7 +21,7 @@ from detectron2.structures import Boxes, Instances
 from .mask_rescoring import mask_iou
 from .postprocessing import assemble_mask_logits, batched_box_iou, box_crop_masks
 
-__all__ = ["match_anchors", "ohem_negatives", "SampledMasks", "YolactLoss"]
+__all__ = ["match_anchors", "ohem_negatives", "softmax_focal_loss", "SampledMasks", "YolactLoss"]
 
 POSITIVE, NEGATIVE, NEUTRAL = 1, 0, -1
 
@@ -121,6 +122,22 @@ def _giou_box_loss(deltas, anchors, gt_boxes, box2box_transform) -> torch.Tensor
 
 
 BOX_REG_LOSSES = {"smooth_l1": _smooth_l1_box_loss, "giou": _giou_box_loss}
+CLS_LOSS_TYPES = ("ohem", "softmax_focal")
+
+
+def softmax_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+    """
+    The focal loss on softmax probabilities, summed: -a (1 - p_t)^gamma log p_t for each row, where p_t is the
+    softmax probability of the row's target class and a is ``alpha`` for a foreground target and 1 - alpha for
+    the background (the last class), as RetinaNet weights its classes.
+
+    Args:
+        logits: (M, C + 1), background last; targets: (M,) int64 in [0, C].
+    """
+    log_pt = F.log_softmax(logits, dim=-1).gather(1, targets[:, None]).squeeze(1)
+    background = targets == logits.shape[-1] - 1
+    weight = torch.where(background, torch.full_like(log_pt, 1 - alpha), torch.full_like(log_pt, alpha))
+    return -(weight * (1 - log_pt.exp()) ** gamma * log_pt).sum()
 
 
 class YolactLoss(nn.Module):
@@ -147,6 +164,10 @@ class YolactLoss(nn.Module):
         }
         self.min_gt_area = ycfg.MASK_RESCORING.MIN_GT_AREA
         self.neg_pos_ratio = lcfg.OHEM_NEG_POS_RATIO
+        if lcfg.CLS_LOSS_TYPE not in CLS_LOSS_TYPES:
+            raise ValueError(f"MODEL.YOLACT.LOSS.CLS_LOSS_TYPE={lcfg.CLS_LOSS_TYPE!r} is not one of {CLS_LOSS_TYPES}")
+        self.cls_loss_type = lcfg.CLS_LOSS_TYPE
+        self.focal = (lcfg.FOCAL_LOSS_ALPHA, lcfg.FOCAL_LOSS_GAMMA)
         if lcfg.BOX_REG_LOSS_TYPE not in BOX_REG_LOSSES:
             raise ValueError(
                 f"MODEL.YOLACT.LOSS.BOX_REG_LOSS_TYPE={lcfg.BOX_REG_LOSS_TYPE!r} is not one of {sorted(BOX_REG_LOSSES)}"
@@ -181,13 +202,19 @@ class YolactLoss(nn.Module):
         return torch.stack([r[0] for r in results]), torch.stack([r[1] for r in results])
 
     def class_loss(self, cls_logits, gt_instances, matched, state) -> torch.Tensor:
-        """Softmax CE over positives and OHEM negatives (background is the last class), summed."""
-        background_loss = torch.logsumexp(cls_logits, dim=-1) - cls_logits[..., -1]
-        selected = (state == POSITIVE) | ohem_negatives(background_loss, state, self.neg_pos_ratio)
+        """
+        The class loss, summed (background is the last class): "ohem", softmax CE over the positives and the
+        OHEM negatives (the original), or "softmax_focal", the focal loss over every positive and negative.
+        """
         gt_classes = torch.stack([
             gt.gt_classes[m] if len(gt) > 0 else torch.zeros_like(m) for gt, m in zip(gt_instances, matched)
         ])
         targets = torch.where(state == POSITIVE, gt_classes, torch.full_like(gt_classes, self.num_classes))
+        if self.cls_loss_type == "softmax_focal":
+            selected = state != NEUTRAL
+            return softmax_focal_loss(cls_logits[selected].float(), targets[selected], *self.focal)
+        background_loss = torch.logsumexp(cls_logits, dim=-1) - cls_logits[..., -1]
+        selected = (state == POSITIVE) | ohem_negatives(background_loss, state, self.neg_pos_ratio)
         return F.cross_entropy(cls_logits[selected], targets[selected], reduction="sum")
 
     def box_loss(self, box_deltas, anchors, gt_instances, matched, state, box2box_transform) -> torch.Tensor:
