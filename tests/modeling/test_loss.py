@@ -91,14 +91,18 @@ def test_mask_loss_matches_explicit_per_instance_computation(cfg):
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
 
-def test_class_loss_is_cross_entropy_over_positives_and_mined_negatives(cfg):
-    loss = _loss_module(cfg, num_classes=2)
+def _class_loss_inputs():
+    """One image, 2 classes: anchor 0 positive (class 1), anchors 1-3 negative, anchor 4 neutral; logits (1, 5, 3)."""
     logits = torch.tensor([[[2.0, 0.0, 1.0], [0.0, 0.0, 3.0], [1.0, 1.0, 0.0], [0.0, 2.0, 0.0], [0.5, 0.5, 0.5]]])
     inst = Instances((32, 32))
     inst.gt_classes = torch.tensor([1])
-    matched = torch.zeros(1, 5, dtype=torch.int64)
-    state = torch.tensor([[1, 0, 0, 0, -1]])
-    got = loss.class_loss(logits, [inst], matched, state)
+    return logits, [inst], torch.zeros(1, 5, dtype=torch.int64), torch.tensor([[1, 0, 0, 0, -1]])
+
+
+def test_class_loss_is_cross_entropy_over_positives_and_mined_negatives(cfg):
+    loss = _loss_module(cfg, num_classes=2)
+    logits, gt_instances, matched, state = _class_loss_inputs()
+    got = loss.class_loss(logits, gt_instances, matched, state)
     # background is the last class; OHEM keeps 3 negatives per positive = all three negatives here
     expected = sum(-torch.log_softmax(logits[0, i], 0)[t] for i, t in [(0, 1), (1, 2), (2, 2), (3, 2)])
     assert got.item() == pytest.approx(expected.item(), rel=1e-6)
@@ -107,12 +111,8 @@ def test_class_loss_is_cross_entropy_over_positives_and_mined_negatives(cfg):
 def test_softmax_focal_class_loss_hand_worked_example(cfg):
     cfg.MODEL.YOLACT.LOSS.CLS_LOSS_TYPE = "softmax_focal"
     loss = _loss_module(cfg, num_classes=2)
-    logits = torch.tensor([[[2.0, 0.0, 1.0], [0.0, 0.0, 3.0], [1.0, 1.0, 0.0], [0.0, 2.0, 0.0], [0.5, 0.5, 0.5]]])
-    inst = Instances((32, 32))
-    inst.gt_classes = torch.tensor([1])
-    matched = torch.zeros(1, 5, dtype=torch.int64)
-    state = torch.tensor([[1, 0, 0, 0, -1]])
-    got = loss.class_loss(logits, [inst], matched, state)
+    logits, gt_instances, matched, state = _class_loss_inputs()
+    got = loss.class_loss(logits, gt_instances, matched, state)
     # every non-neutral anchor: -a (1 - p)^2 log p, p the softmax probability of its target; a = 0.25 for the
     # positive (class 1), 0.75 for the negatives (background, class 2); the neutral anchor 4 is left out.
     expected = 0.0
