@@ -1,8 +1,8 @@
 """
 YOLACT's training losses, with the original's definitions and normalisations: anchor matching, softmax
 class loss with OHEM (or, as an option, the softmax focal loss), smooth-L1 box loss (or, as an option, GIoU on
-the decoded boxes), mask BCE on assembled
-masks cropped by the GT box, and the semantic-segmentation auxiliary loss.
+the decoded boxes), mask BCE on assembled masks cropped by the GT box, and the semantic-segmentation auxiliary
+loss.
 
 Coordinates: anchors and GT boxes are XYXY in pixels of the (square, S x S) network input.
 """
