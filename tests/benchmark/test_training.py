@@ -6,6 +6,7 @@ from yolact_d2.benchmark.inputs import synthetic_images, training_inputs
 from yolact_d2.benchmark.models import benchmark_config
 from yolact_d2.benchmark import training
 from yolact_d2.benchmark.training import TRAIN_LR, measure_training
+from yolact_d2.engine import trainer as trainer_module
 
 
 @pytest.mark.parametrize("model", ["small_yolact_config", "mask_rcnn_config"])
@@ -20,9 +21,16 @@ def test_training_iterations_are_timed(request, model):
     assert bench_cfg.SOLVER.BASE_LR != TRAIN_LR  # the caller's config is left as it was
 
 
-@pytest.mark.parametrize("amp,precision", [(False, "float32"), (True, "bfloat16")])
-def test_training_steps_run_in_the_configs_precision(small_yolact_config, monkeypatch, amp, precision):
-    """The timed step is the trainer's: with SOLVER.AMP.ENABLED on the CPU, the network runs in bfloat16."""
+@pytest.mark.parametrize(
+    "amp,native_bfloat16,precision", [(False, True, "float32"), (True, True, "bfloat16"), (True, False, "float32")]
+)
+def test_training_steps_run_in_the_configs_precision(small_yolact_config, monkeypatch, amp, native_bfloat16,
+                                                     precision):
+    """
+    The timed step is the trainer's: with SOLVER.AMP.ENABLED on a CPU with native bfloat16 the network runs in
+    bfloat16, on one without it in float32, and the report says which.
+    """
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bfloat16", lambda: native_bfloat16)
     bench_cfg = benchmark_config(small_yolact_config, device="cpu", input_size=96)
     bench_cfg.SOLVER.AMP.ENABLED = amp
     batch = training_inputs(synthetic_images(2, 96), bench_cfg)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from detectron2.data import DatasetCatalog
+from detectron2.engine import SimpleTrainer
 from detectron2.evaluation import inference_on_dataset
 from detectron2.solver.build import get_default_optimizer_params
 from detectron2.structures import BitMasks, Boxes, Instances
@@ -68,16 +69,23 @@ def test_train_then_resume_restores_the_iteration(cfg, tiny_dataset, tmp_path):
     assert resumed.iter == 5
 
 
-def test_amp_on_the_cpu_trains_in_bfloat16(cfg, tiny_dataset, tmp_path):
+def _amp_trainer(cfg, tiny_dataset, tmp_path):
+    """A trainer of 2 iterations with SOLVER.AMP.ENABLED, and the list its backbone appends P3's dtype to."""
     cfg = _train_cfg(cfg, tiny_dataset, tmp_path, 2)
     cfg.SOLVER.AMP.ENABLED = True
     trainer = YolactTrainer(cfg)
-    assert isinstance(trainer._trainer, AutocastTrainer)
-    before = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     feature_dtypes = []
     trainer.model.backbone.register_forward_hook(lambda module, args, out: feature_dtypes.append(out["p3"].dtype))
     trainer.resume_or_load(resume=False)
+    return trainer, feature_dtypes
+
+
+def test_amp_on_a_cpu_with_native_bfloat16_trains_in_bfloat16(cfg, tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(trainer_module, "cpu_has_native_bfloat16", lambda: True)
+    trainer, feature_dtypes = _amp_trainer(cfg, tiny_dataset, tmp_path)
+    before = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     trainer.train()
+    assert isinstance(trainer._trainer, AutocastTrainer)
     # two training steps in bfloat16, then the final evaluation of the 6 images in float32
     assert feature_dtypes == [torch.bfloat16] * 2 + [torch.float32] * 6
     after = trainer.model.state_dict()
@@ -87,14 +95,15 @@ def test_amp_on_the_cpu_trains_in_bfloat16(cfg, tiny_dataset, tmp_path):
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
 
 
-def test_amp_on_a_cpu_without_native_bfloat16_warns(cfg, tiny_dataset, tmp_path, monkeypatch, caplog):
+def test_amp_on_a_cpu_without_native_bfloat16_trains_in_float32_and_warns(cfg, tiny_dataset, tmp_path, monkeypatch,
+                                                                          caplog):
     monkeypatch.setattr(trainer_module, "cpu_has_native_bfloat16", lambda: False)
-    cfg = _train_cfg(cfg, tiny_dataset, tmp_path, 1)
-    cfg.SOLVER.AMP.ENABLED = True
     with caplog.at_level("WARNING", logger=trainer_module.__name__):
-        trainer = YolactTrainer(cfg)
-    assert isinstance(trainer._trainer, AutocastTrainer)
-    assert "without native bfloat16" in caplog.text and "SOLVER.AMP.ENABLED False" in caplog.text
+        trainer, feature_dtypes = _amp_trainer(cfg, tiny_dataset, tmp_path)
+    trainer.train()
+    assert type(trainer._trainer) is SimpleTrainer  # pylint: disable=unidiomatic-typecheck
+    assert feature_dtypes == [torch.float32] * 8
+    assert "no native bfloat16" in caplog.text and "trains in float32" in caplog.text
 
 
 def test_adamw_is_fused_and_steps_like_pytorchs_adamw_after_per_parameter_clipping(cfg):

@@ -68,8 +68,9 @@ def cpu_has_native_bfloat16() -> bool:
 def build_step_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
     """
     The loop that runs each iteration: SimpleTrainer in float32, or with ``SOLVER.AMP.ENABLED`` mixed precision,
-    by detectron2's AMPTrainer on CUDA (float16) or :class:`AutocastTrainer` on the CPU (bfloat16; a warning
-    when the CPU has no native bfloat16, where it runs slower than float32).
+    by detectron2's AMPTrainer on CUDA (float16) or :class:`AutocastTrainer` on a CPU with native bfloat16.
+    A CPU without it would emulate bfloat16 (the embedded config: 16.8 s per iteration against 1.10 in float32
+    on a 2-core AMD EPYC), so there the run trains in float32, with a warning.
     """
     if not cfg.SOLVER.AMP.ENABLED:
         return SimpleTrainer(model, data_loader, optimizer)
@@ -77,9 +78,10 @@ def build_step_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
         return AMPTrainer(model, data_loader, optimizer)
     if not cpu_has_native_bfloat16():
         logger.warning(
-            "SOLVER.AMP.ENABLED on a CPU without native bfloat16 (AVX512-BF16 / AMX): mixed precision will be "
-            "slower than float32 here; set SOLVER.AMP.ENABLED False to train in float32"
+            "SOLVER.AMP.ENABLED, but this CPU has no native bfloat16 (AVX512-BF16 / AMX): emulated, it would run "
+            "~15x slower than float32, so this run trains in float32"
         )
+        return SimpleTrainer(model, data_loader, optimizer)
     return AutocastTrainer(model, data_loader, optimizer, device_type="cpu", precision=torch.bfloat16)
 
 
