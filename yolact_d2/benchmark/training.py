@@ -24,7 +24,7 @@ def measure_training(cfg: CfgNode, batch: Sequence[Dict], *, warmup: int, iters:
     ``model.train()``) on ``batch`` (input dicts with ``instances``): the step of the training loop that
     ``YolactTrainer`` would run (:func:`~yolact_d2.engine.build_step_trainer`: forward with losses, backward,
     a step of detectron2's SGD with the config's momentum, weight decay, parameter groups and gradient clipping,
-    learning rate :data:`TRAIN_LR`; in mixed precision when ``SOLVER.AMP.ENABLED``).
+    learning rate :data:`TRAIN_LR`; in mixed precision when ``SOLVER.AMP.ENABLED`` and the device runs it natively).
 
     Returns:
         dict: ``batch_size``, ``precision`` ("float32", or the autocast dtype's name), ``median_ms`` /
