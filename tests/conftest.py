@@ -1,5 +1,6 @@
 """Shared fixtures: small YOLACT configs that build and run in well under a second on a CPU; one torch thread."""
 import contextlib
+import os
 
 import pytest
 import torch
@@ -8,12 +9,15 @@ from detectron2.config import get_cfg
 
 from yolact_d2 import add_yolact_config
 
+# The repository's root: configs are found from it whatever the working directory.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 def small_cfg(num_classes: int = 5, input_size: int = 160):
     """A YOLACT config with an R-18 backbone, 64 channels and 8 prototypes, random weights, on the CPU."""
     cfg = get_cfg()
     add_yolact_config(cfg)
-    cfg.merge_from_file("configs/Base-YOLACT.yaml")
+    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", "Base-YOLACT.yaml"))
     cfg.MODEL.DEVICE = "cpu"
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.RESNETS.DEPTH = 18

@@ -86,7 +86,7 @@ _YOLACT_MODULES = {
     "prediction_layers.0.conf_layer": "head.cls_score",
     "prediction_layers.0.mask_layer": "head.coef_pred",
     # Semantic segmentation branch (training only): one output per foreground class, in the same order.
-    "semantic_seg_conv": "loss.semantic_seg_conv",
+    "semantic_seg_conv": "sem_seg_head.conv",
 }
 
 # Keys of YOLACT++ checkpoints: mask re-scoring net and the offsets of deformable convs (DCNv2).

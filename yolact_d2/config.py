@@ -128,7 +128,8 @@ def add_yolact_config(cfg):
     _C.MODEL.YOLACT.LOSS.FOCAL_LOSS_GAMMA = 2.0
     # Positives per image whose masks are assembled and trained (sampled at random when there are more).
     _C.MODEL.YOLACT.LOSS.MASKS_TO_TRAIN = 100
-    # Semantic segmentation auxiliary branch (training only): one 1x1 conv, shared by the features it reads.
+    # Semantic segmentation auxiliary branch (training only): the model's sem_seg_head, one 1x1 conv shared by the
+    # features it reads, whose logits the loss trains against per-class unions of the GT masks.
     # The original reads P3 only; with more levels their losses (each normalised by its area) are summed.
     _C.MODEL.YOLACT.LOSS.SEM_SEG = True
     _C.MODEL.YOLACT.LOSS.SEM_SEG_IN_FEATURES = ["p3"]

@@ -12,6 +12,7 @@ from yolact_d2.export import (
     OUTPUT_NAMES,
     ExportedYolact,
     YolactExportable,
+    check_exportable,
     export_onnx,
     export_torchscript,
     preprocess_image,
@@ -87,7 +88,7 @@ def _eager_detections(model, image):
     """What the exported graph computes, run eagerly: (boxes, scores, classes, masks)."""
     with torch.no_grad():
         images, regions = model.preprocess_image([{"image": image}])
-        return model.detect(model._predict(images), 0, regions[0])
+        return model.inference(images, regions)[0]
 
 
 def _check_same_detections(model, exported):
@@ -207,6 +208,19 @@ def test_unexportable_models_fail_clearly(tmp_path, change, message):
         with pytest.raises(ValueError, match=message):
             _export(model, fmt, tmp_path)
     assert not os.listdir(tmp_path)
+
+
+class _CustomTraceableNMS(FastNMS):
+    """A user's post-processor that states that it traces correctly."""
+
+    exportable = True
+
+
+def test_a_postprocessor_class_states_its_exportability():
+    model = _model(_cfg())
+    model.postprocessor = _CustomTraceableNMS(_cfg())
+    check_exportable(model)  # no error
+    assert FastNMS.is_exportable() and _CustomTraceableNMS.is_exportable() and not _CustomNMS.is_exportable()
 
 
 def test_exportable_checks_its_input_and_the_file_type(fast_nms, tmp_path):

@@ -5,9 +5,11 @@ import torch
 import torch.nn.functional as F
 
 from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.events import EventStorage
 
 from yolact_d2.modeling.anchors import build_box2box_transform
 from yolact_d2.modeling.loss import YolactLoss, match_anchors, ohem_negatives
+from yolact_d2.modeling.semantic_seg import YolactSemSegHead
 
 
 def test_matcher_hand_worked_example():
@@ -56,8 +58,7 @@ def test_ohem_picks_the_hardest_negatives_three_per_positive():
 def _loss_module(cfg, input_size=32, num_classes=3):
     cfg.MODEL.YOLACT.INPUT_SIZE = input_size
     cfg.MODEL.YOLACT.NUM_CLASSES = num_classes
-    from detectron2.layers import ShapeSpec
-    return YolactLoss(cfg, {"p3": ShapeSpec(channels=4, stride=8)})
+    return YolactLoss(cfg)
 
 
 def test_mask_loss_matches_explicit_per_instance_computation(cfg):
@@ -181,7 +182,8 @@ def test_semantic_loss_matches_brute_force_per_level_sum(cfg, levels):
     cfg.MODEL.YOLACT.INPUT_SIZE = 32
     cfg.MODEL.YOLACT.NUM_CLASSES = 3
     cfg.MODEL.YOLACT.LOSS.SEM_SEG_IN_FEATURES = levels
-    loss = YolactLoss(cfg, {"p3": ShapeSpec(channels=4, stride=8), "p4": ShapeSpec(channels=4, stride=16)})
+    loss = YolactLoss(cfg)
+    head = YolactSemSegHead(cfg, {"p3": ShapeSpec(channels=4, stride=8), "p4": ShapeSpec(channels=4, stride=16)})
     g = torch.Generator().manual_seed(1)
     features = {"p3": torch.randn(2, 4, 4, 4, generator=g), "p4": torch.randn(2, 4, 2, 2, generator=g)}
     masks = torch.zeros(2, 3, 32, 32, dtype=torch.bool)
@@ -196,9 +198,9 @@ def test_semantic_loss_matches_brute_force_per_level_sum(cfg, levels):
         inst.gt_classes = torch.tensor(classes[i])
         inst.gt_masks = BitMasks(masks[i, :count])
         gts.append(inst)
-    got = loss.semantic_loss(features, gts)
+    got = loss.semantic_loss(head(features), gts)
     expected = sum(
-        _semantic_expected(loss.semantic_seg_conv, features[name], masks, classes, 3) for name in levels
+        _semantic_expected(head.conv, features[name], masks, classes, 3) for name in levels
     )
     assert got.item() == pytest.approx(expected, rel=1e-5)
 
@@ -207,7 +209,32 @@ def test_semantic_loss_levels_must_exist_and_share_channels(cfg):
     from detectron2.layers import ShapeSpec
     cfg.MODEL.YOLACT.LOSS.SEM_SEG_IN_FEATURES = ["p3", "p9"]
     with pytest.raises(ValueError, match="p9"):
-        YolactLoss(cfg, {"p3": ShapeSpec(channels=4)})
+        YolactSemSegHead(cfg, {"p3": ShapeSpec(channels=4)})
     cfg.MODEL.YOLACT.LOSS.SEM_SEG_IN_FEATURES = ["p3", "p4"]
     with pytest.raises(ValueError, match="one channel count"):
-        YolactLoss(cfg, {"p3": ShapeSpec(channels=4), "p4": ShapeSpec(channels=8)})
+        YolactSemSegHead(cfg, {"p3": ShapeSpec(channels=4), "p4": ShapeSpec(channels=8)})
+
+
+def test_positive_anchors_and_trained_masks_per_image_go_to_the_event_storage(cfg):
+    """The matcher example's image has 3 positives (anchors 0, 1, 5), of which MASKS_TO_TRAIN = 2 masks are trained;
+    the second image has no GT: per image 1.5 positive anchors and 1 mask."""
+    cfg.MODEL.YOLACT.LOSS.MASKS_TO_TRAIN = 2
+    loss = _loss_module(cfg, input_size=256, num_classes=2)
+    anchors = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 12], [0, 0, 10, 22], [0, 0, 10, 30], [50, 50, 60, 60],
+                            [100, 100, 140, 140], [200, 200, 210, 210]])
+    gts = []
+    for boxes in ([[0.0, 0, 10, 10], [100, 100, 120, 120]], []):
+        inst = Instances((256, 256))
+        inst.gt_boxes = Boxes(torch.tensor(boxes).reshape(-1, 4))
+        inst.gt_classes = torch.zeros(len(boxes), dtype=torch.int64)
+        inst.gt_masks = BitMasks(torch.ones(len(boxes), 256, 256, dtype=torch.bool))
+        gts.append(inst)
+    predictions = {"anchors": anchors, "cls_logits": torch.zeros(2, 7, 3), "box_deltas": torch.zeros(2, 7, 4),
+                   "coefs": torch.zeros(2, 7, 4), "prototypes": torch.zeros(2, 4, 16, 16)}
+    crowds = [Boxes(torch.zeros(0, 4))] * 2
+    with EventStorage() as storage:
+        loss(predictions, gts, crowds, build_box2box_transform(cfg))
+    latest = storage.latest()
+    assert latest["num_pos_anchors"][0] == 1.5 and latest["num_masks_trained"][0] == 1.0
+    outside_storage = loss(predictions, gts, crowds, build_box2box_transform(cfg))  # no storage: nothing recorded
+    assert set(outside_storage) == {"loss_cls", "loss_box_reg", "loss_mask"}

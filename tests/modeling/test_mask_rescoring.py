@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
 
@@ -41,7 +40,7 @@ def test_mask_iou_hand_worked():
 def test_mask_iou_loss_matches_explicit_computation(cfg):
     cfg.MODEL.YOLACT.NUM_CLASSES = 3
     cfg.MODEL.YOLACT.MASK_RESCORING.MIN_GT_AREA = 4
-    loss = YolactLoss(cfg, {"p3": ShapeSpec(channels=4)})
+    loss = YolactLoss(cfg)
     net = MaskIoUNet(3, [4, 4])
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 12, 12, generator=g) * 3

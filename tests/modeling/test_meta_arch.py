@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
@@ -71,8 +72,8 @@ def test_channels_last_changes_the_layout_not_the_results(cfg):
     assert all(p.is_contiguous() for p in plain_model.parameters())
     images, _ = model.preprocess_image([{"image": _image(96, 128, 3)}])
     with torch.no_grad():
-        fast = model._predict(images)
-        plain = plain_model._predict(images)
+        fast = model.predict(images)
+        plain = plain_model.predict(images)
     assert fast["features"]["p3"].is_contiguous(memory_format=torch.channels_last)
     assert plain["features"]["p3"].is_contiguous()
     for key in ("prototypes", "cls_logits", "box_deltas", "coefs"):
@@ -183,3 +184,42 @@ def test_losses_under_bfloat16_autocast_are_float32_and_near_the_float32_ones(cf
     for name, value in mixed.items():
         assert value.dtype == torch.float32, name
         torch.testing.assert_close(value, full[name], rtol=0.02, atol=0.0, msg=name)
+
+
+def test_a_checkpoint_with_the_semantic_conv_in_the_loss_loads_to_the_same_outputs(cfg, tmp_path, caplog):
+    """Checkpoints written while the semantic-segmentation conv was ``loss.semantic_seg_conv`` still load."""
+    model = _model(cfg)
+    old_layout = {k.replace("sem_seg_head.conv.", "loss.semantic_seg_conv."): v for k, v in model.state_dict().items()}
+    assert "loss.semantic_seg_conv.weight" in old_layout and "sem_seg_head.conv.weight" not in old_layout
+    torch.save({"model": old_layout}, tmp_path / "old.pth")
+    torch.manual_seed(1)
+    loaded = _model(cfg)
+    assert not torch.equal(loaded.sem_seg_head.conv.weight, model.sem_seg_head.conv.weight)
+    with caplog.at_level("INFO", logger="yolact_d2.modeling.meta_arch"):
+        DetectionCheckpointer(loaded).load(str(tmp_path / "old.pth"))
+    assert "'loss.semantic_seg_conv.*' parameters as 'sem_seg_head.conv.*'" in caplog.text
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    image = {"image": _image(120, 160, 5)}
+    with torch.no_grad():
+        expected, got = model([image])[0]["instances"], loaded([image])[0]["instances"]
+    torch.testing.assert_close(got.scores, expected.scores, rtol=0, atol=0)
+    torch.testing.assert_close(got.pred_boxes.tensor, expected.pred_boxes.tensor, rtol=0, atol=0)
+    features = {"p3": torch.randn(1, cfg.MODEL.FPN.OUT_CHANNELS, 20, 20)}
+    torch.testing.assert_close(loaded.sem_seg_head(features)["p3"], model.sem_seg_head(features)["p3"], rtol=0, atol=0)
+
+
+def test_forward_dispatches_to_the_public_training_and_inference_steps(cfg):
+    model = _model(cfg)
+    image = _image(100, 140, 6)
+    with torch.no_grad():
+        via_forward = model([{"image": image}])[0]["instances"]
+        detections = model.inference(*model.preprocess_image([{"image": image}]))
+    assert len(detections) == 1 and detections[0].boxes.shape == (len(via_forward), 4)
+    torch.testing.assert_close(detections[0].scores, via_forward.scores)
+    # the detections are at network input resolution (160 x 160); the instances at the image's (100 x 140)
+    scale = torch.tensor([140 / 160, 100 / 160] * 2)
+    torch.testing.assert_close(detections[0].boxes * scale, via_forward.pred_boxes.tensor)
+    model.train()
+    losses = model([{"image": image, "instances": _gt(160, [[10, 20, 90, 80]], [1])}])
+    assert set(losses) == {"loss_cls", "loss_box_reg", "loss_mask", "loss_sem_seg"}

@@ -3,15 +3,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import nms
 
-from yolact_d2.modeling.postprocessing import (
-    CrossClassFastNMS,
-    FastNMS,
-    StandardNMS,
-    assemble_mask_logits,
-    batched_box_iou,
-    box_crop_masks,
-    masks_to_image,
-)
+from yolact_d2.modeling.masks import assemble_mask_logits, batched_box_iou, box_crop_masks
+from yolact_d2.modeling.postprocessing import CrossClassFastNMS, FastNMS, StandardNMS, masks_to_image
 from yolact_d2.modeling.postprocessing import _suppressed
 
 

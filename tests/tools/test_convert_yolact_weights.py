@@ -106,7 +106,7 @@ def yolact_spec(depth, plus=False):
     yield from _conv(head + "bbox_layer", "head.bbox_pred", anchors * 4, 256, 3)
     yield from _conv(head + "conf_layer", "head.cls_score", anchors * NUM_CLASSES, 256, 3)
     yield from _conv(head + "mask_layer", "head.coef_pred", anchors * 32, 256, 3)
-    yield from _conv("semantic_seg_conv", "loss.semantic_seg_conv", NUM_CLASSES - 1, 256, 1)
+    yield from _conv("semantic_seg_conv", "sem_seg_head.conv", NUM_CLASSES - 1, 256, 1)
     if plus:  # maskiou_net: (conv, ReLU) x 5 with 8..128 channels, then a 1x1 conv to the 80 classes and a ReLU
         for i, (out_channels, in_channels) in enumerate(((8, 1), (16, 8), (32, 16), (64, 32), (128, 64))):
             yield from _conv(f"maskiou_net.maskiou_net.{2 * i}", f"mask_rescoring.layers.{2 * i}", out_channels,
@@ -216,7 +216,7 @@ def test_background_moves_last(r50_original):
     assert torch.equal(cw[161], w[81]) and torch.equal(cw[242], w[162])
     # The other branches keep their order.
     assert torch.equal(converted["head.bbox_pred.weight"], r50_original["prediction_layers.0.bbox_layer.weight"])
-    assert torch.equal(converted["loss.semantic_seg_conv.bias"], r50_original["semantic_seg_conv.bias"])
+    assert torch.equal(converted["sem_seg_head.conv.bias"], r50_original["semantic_seg_conv.bias"])
 
 
 def test_converted_model_runs_inference(tmp_path, r50_spec):

@@ -1,39 +1,37 @@
 """
 YOLACT's per-stage inference time, like Table 8 of the YOLACT++ paper.
 
-The model's own forward runs unchanged while its stage methods, modules and functions (preprocess_image, the
-ResNet, the FPN's ``pyramid``, protonet, head, anchor generator, decode, post-processor, assemble_masks,
-rescore, detections_to_instances) are temporarily wrapped by a :class:`~.timing.StageClock`, which
-synchronises the device around each call. What runs between them (box clipping, indexing, sorting after
-re-scoring, building the outputs) is the "other" stage, so the stages add up to the end-to-end time of the
-instrumented forward. The synchronisations inside it make it slightly slower than the plain forward on a GPU;
-compare with the latency of the same model, mode and batch.
+The model's own forward runs unchanged under its stage timer (:meth:`YOLACT.stage_timer`), which opens a
+:class:`~.timing.StageClock` stage around each step of inference (preprocessing, backbone, protonet, head and
+anchors, decode and NMS, mask assembly, crop and re-scoring, the mapping to ``Instances``); forward hooks on
+the backbone's ResNet (``backbone.bottom_up``) split the backbone into ResNet and FPN. The clock synchronises
+the device at every stage boundary. What runs outside every stage (batching the outputs) is the "other"
+stage, so the stages add up to the end-to-end time of the instrumented forward. The synchronisations make it
+slightly slower than the plain forward on a GPU; compare with the latency of the same model, mode and batch.
 """
 import contextlib
-import sys
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
+from ..modeling.meta_arch import INFERENCE_STAGES
 from .timing import StageClock, measure, summarize
 
-__all__ = ["STAGES", "OTHER_STAGE", "MODEL_MODULE", "instrument_stages", "measure_stages"]
+__all__ = ["STAGES", "OTHER_STAGE", "RESNET_STAGE", "instrument_stages", "measure_stages"]
 
-# The module defining the model's class, as the owner of functions its methods call.
-MODEL_MODULE = "<model's module>"
-# Stage name -> the (owner, callable name) pairs whose calls it times; the owner is a submodule path of the
-# model ("" is the model itself) or MODEL_MODULE.
+# Reported stage -> the model's inference stage (INFERENCE_STAGES) it times.
 STAGES = {
-    "preprocess": (("", "preprocess_image"),),
-    "backbone (ResNet)": (("backbone.bottom_up", "forward"),),
-    "FPN": (("backbone", "pyramid"),),
-    "protonet": (("protonet", "forward"),),
-    "head + anchors": (("head", "forward"), ("anchor_generator", "forward")),
-    "decode + NMS": (("", "decode"), ("postprocessor", "forward")),
-    "mask assembly + crop (+ re-scoring)": (("", "assemble_masks"), ("", "rescore")),
-    "post-processing (to Instances)": ((MODEL_MODULE, "detections_to_instances"),),
+    "preprocess": "preprocess",
+    "backbone (ResNet)": None,  # the ResNet's forward inside the backbone, by forward hooks
+    "FPN": "backbone",  # the rest of the backbone
+    "protonet": "protonet",
+    "head + anchors": "head",
+    "decode + NMS": "decode_nms",
+    "mask assembly + crop (+ re-scoring)": "masks",
+    "post-processing (to Instances)": "to_instances",
 }
+RESNET_STAGE = "backbone (ResNet)"
 OTHER_STAGE = "other (between stages)"
 # Convolutional stages -> (module whose FLOPs they run, submodule run by another stage, excluded).
 _CONV_STAGE_MODULES = {
@@ -42,29 +40,26 @@ _CONV_STAGE_MODULES = {
     "protonet": ("protonet", None),
     "head + anchors": ("head", None),
 }
-
-
-def _owner(model, path: str):
-    return sys.modules[type(model).__module__] if path == MODEL_MODULE else model.get_submodule(path)
+_REPORTED = {model_stage: stage for stage, model_stage in STAGES.items() if model_stage is not None}
 
 
 @contextlib.contextmanager
 def instrument_stages(model, clock: StageClock):
-    """Within the context, the stage callables of the YOLACT ``model`` add their time to ``clock``."""
-    patched = []  # (owner, name, its own attribute or None where the class's was used)
+    """Within the context, the inference stages of the YOLACT ``model`` add their time to ``clock``."""
+    unknown = sorted(set(_REPORTED) - set(INFERENCE_STAGES))
+    if unknown:
+        raise ValueError(f"The benchmark times stages {unknown} that YOLACT's INFERENCE_STAGES {INFERENCE_STAGES} lack")
+    resnet = model.get_submodule("backbone.bottom_up")
+    hooks = [
+        resnet.register_forward_pre_hook(lambda *_: clock.start(RESNET_STAGE)),
+        resnet.register_forward_hook(lambda *_: clock.stop()),
+    ]
     try:
-        for stage, targets in STAGES.items():
-            for path, name in targets:
-                owner = _owner(model, path)
-                patched.append((owner, name, vars(owner).get(name)))
-                setattr(owner, name, clock.wrap(stage, getattr(owner, name)))
-        yield
+        with model.stage_timer(lambda stage: clock.stage(_REPORTED.get(stage, stage))):
+            yield
     finally:
-        for owner, name, own in reversed(patched):
-            if own is None:
-                delattr(owner, name)  # back to the class's method
-            else:
-                setattr(owner, name, own)
+        for hook in hooks:
+            hook.remove()
 
 
 def _stage_gmacs(gmacs_by_module: Dict[str, float], stage: str) -> Optional[float]:

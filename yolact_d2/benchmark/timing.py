@@ -12,6 +12,7 @@ place then), so that it is comparable across models run in one process:
   peak cannot be reset (not Linux), the growth of ``getrusage``'s ``ru_maxrss`` is used: a lower bound, 0 when
   the runs stay under the process's earlier peak. The method is reported with the number.
 """
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -146,28 +147,54 @@ def measure(fn: Callable[[], object], *, warmup: int, iters: int, device) -> Mea
 
 class StageClock:
     """
-    Accumulates, per stage name, the time spent in the callables it wraps (each call between two device
-    synchronisations). ``reset()`` clears it; ``seconds`` maps stage -> seconds since then.
+    Accumulates, per stage name, the time spent in stages (each between two device synchronisations).
+    Stages nest: while an inner stage runs, the outer one's clock stops, so every moment counts once.
+    ``reset()`` clears it; ``seconds`` maps stage -> seconds since then.
     """
 
     def __init__(self, device):
         self.device = device
         self.seconds: Dict[str, float] = defaultdict(float)
+        self._running: List[str] = []  # the open stages, innermost last
+        self._since = 0.0  # when the innermost open stage last (re)started
 
     def reset(self) -> None:
         self.seconds = defaultdict(float)
+
+    def _lap(self) -> float:
+        """Add the time since the last lap to the innermost open stage; returns now."""
+        synchronize(self.device)
+        now = time.perf_counter()
+        if self._running:
+            self.seconds[self._running[-1]] += now - self._since
+        self._since = now
+        return now
+
+    def start(self, stage: str) -> None:
+        """Open ``stage``, pausing the stage it runs in."""
+        self._lap()
+        self._running.append(stage)
+
+    def stop(self) -> None:
+        """Close the innermost open stage, resuming the one it ran in."""
+        self._lap()
+        self._running.pop()
+
+    @contextlib.contextmanager
+    def stage(self, stage: str):
+        """What runs inside the context adds its time to ``stage``."""
+        self.start(stage)
+        try:
+            yield
+        finally:
+            self.stop()
 
     def wrap(self, stage: str, fn: Callable) -> Callable:
         """``fn`` with its time added to ``stage``."""
 
         @functools.wraps(fn)
         def timed(*args, **kwargs):
-            synchronize(self.device)
-            start = time.perf_counter()
-            out = fn(*args, **kwargs)
-            synchronize(self.device)
-            self.seconds[stage] += time.perf_counter() - start
-            return out
+            with self.stage(stage):
+                return fn(*args, **kwargs)
 
         return timed
-

@@ -14,6 +14,8 @@ import torch
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, pairwise_iou
 
+from ..layers import input_region
+
 __all__ = [
     "ColorPadTransform",
     "PhotometricTransform",
@@ -293,10 +295,9 @@ class ResizeToSquare(T.Augmentation):
 
     def get_transform(self, image: np.ndarray) -> T.Transform:
         h, w = image.shape[:2]
+        new_h, new_w = input_region(h, w, self.size, self.preserve_aspect_ratio)
         if not self.preserve_aspect_ratio:
-            return T.ResizeTransform(h, w, self.size, self.size)
-        scale = self.size / max(h, w)
-        new_h, new_w = int(round(h * scale)), int(round(w * scale))
+            return T.ResizeTransform(h, w, new_h, new_w)
         return T.TransformList(
             [
                 T.ResizeTransform(h, w, new_h, new_w),

@@ -94,8 +94,15 @@ class YolactTrainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):  # pylint: disable=super-init-not-called
-        # DefaultTrainer.__init__ builds the DDP model with GPU-only arguments; this is its sequence with
-        # :func:`wrap_ddp` instead.
+        """
+        DefaultTrainer.__init__'s sequence with two steps replaced. It cannot be reused by overriding builder
+        methods, because detectron2 (0.7.2) offers none for those two steps, which its ``__init__`` does inline:
+        it wraps the model with ``create_ddp_model(model, broadcast_buffers=False)``, which passes
+        ``device_ids=[local_rank]`` even for a CPU model, which DistributedDataParallel refuses (here
+        :func:`wrap_ddp`); and it picks ``AMPTrainer if SOLVER.AMP.ENABLED else SimpleTrainer``, CUDA float16
+        only (here :func:`build_step_trainer`, which adds CPU bfloat16). Every other step calls the same
+        ``build_*`` class methods, so subclasses override those as with DefaultTrainer.
+        """
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()

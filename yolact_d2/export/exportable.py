@@ -4,15 +4,12 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from ..modeling import YOLACT, CrossClassFastNMS, FastNMS, StandardNMS
+from ..modeling import YOLACT
 
 __all__ = ["YolactExportable", "check_exportable", "OUTPUT_NAMES"]
 
 # The exported graph's outputs, in order (also the output names of the ONNX file).
 OUTPUT_NAMES = ("boxes", "scores", "classes", "masks")
-# Post-processors whose inference has no Python control flow on tensor values, so that a trace is correct for
-# every input, whatever its number of candidates and detections.
-EXPORTABLE_POSTPROCESSORS = (FastNMS, CrossClassFastNMS, StandardNMS)
 
 
 def check_exportable(model: nn.Module) -> None:
@@ -21,12 +18,12 @@ def check_exportable(model: nn.Module) -> None:
         raise ValueError(f"Only YOLACT models can be exported here; got {type(model).__name__}")
     if model.training:
         raise ValueError("Export traces inference: put the model in eval mode first (model.eval())")
-    postprocessor = type(model.postprocessor).__name__
-    if type(model.postprocessor) not in EXPORTABLE_POSTPROCESSORS:
-        names = ", ".join(cls.__name__ for cls in EXPORTABLE_POSTPROCESSORS)
+    is_exportable = getattr(model.postprocessor, "is_exportable", None)
+    if is_exportable is None or not is_exportable():
         raise ValueError(
-            f"MODEL.YOLACT.POSTPROCESS.NAME={postprocessor!r} cannot be exported: only {names} are known to trace "
-            "correctly (no Python control flow on tensor values)."
+            f"MODEL.YOLACT.POSTPROCESS.NAME={type(model.postprocessor).__name__!r} cannot be exported: its class "
+            "does not set `exportable = True` in its body (a trace correct for every input: no Python control "
+            "flow on tensor values)."
         )
     if model.preserve_aspect_ratio:
         raise ValueError(
@@ -70,6 +67,5 @@ class YolactExportable(nn.Module):
             shape = tuple(int(d) for d in images.shape)  # sizes are tensors while tracing
             raise ValueError(f"YolactExportable takes images of shape (1, 3, {s}, {s}); got {shape}")
         # a reshape to constant sizes (not images[0]) makes a traced graph refuse a batch of several images
-        normalized = self.model._normalize(images.reshape(3, s, s))
-        predictions = self.model._predict(normalized[None])
-        return self.model.detect(predictions, 0, (s, s))
+        normalized = self.model.normalize(images.reshape(3, s, s))
+        return tuple(self.model.inference(normalized[None], [(s, s)])[0])

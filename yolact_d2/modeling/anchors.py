@@ -5,6 +5,7 @@ from typing import Dict, List, Sequence, Tuple
 import torch
 from torch import nn
 
+from detectron2.config import configurable
 from detectron2.modeling.box_regression import Box2BoxTransform
 
 __all__ = ["YolactAnchorGenerator", "build_box2box_transform"]
@@ -21,7 +22,14 @@ class YolactAnchorGenerator(nn.Module):
     cached per (feature sizes, image size, device, dtype), except while torch.export or torch.compile trace.
     """
 
-    def __init__(self, sizes: Sequence[Sequence[float]], aspect_ratios: Sequence[float], square: bool):
+    @configurable
+    def __init__(self, sizes: Sequence[Sequence[float]], aspect_ratios: Sequence[float], square: bool = False):
+        """
+        Args:
+            sizes: per level, the anchor sizes in input pixels (the same count on every level).
+            aspect_ratios: w / h, shared by every level.
+            square: height = width whatever the ratio (the original v1 code's behaviour).
+        """
         super().__init__()
         self.sizes = [list(map(float, s)) for s in sizes]
         self.aspect_ratios = list(map(float, aspect_ratios))
@@ -41,7 +49,7 @@ class YolactAnchorGenerator(nn.Module):
                 f"MODEL.YOLACT.ANCHOR.SIZES has {len(acfg.SIZES)} levels but MODEL.YOLACT.IN_FEATURES has "
                 f"{len(cfg.MODEL.YOLACT.IN_FEATURES)}"
             )
-        return cls(acfg.SIZES, ratios[0], acfg.SQUARE)
+        return {"sizes": acfg.SIZES, "aspect_ratios": ratios[0], "square": acfg.SQUARE}
 
     @property
     def num_anchors(self) -> int:

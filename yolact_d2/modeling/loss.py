@@ -14,12 +14,13 @@ from torch import nn
 
 from fvcore.nn import giou_loss
 
-from detectron2.layers import ShapeSpec
+from detectron2.config import configurable
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import get_event_storage
 
 from .mask_rescoring import mask_iou
-from .postprocessing import assemble_mask_logits, batched_box_iou, box_crop_masks
+from .masks import assemble_mask_logits, batched_box_iou, box_crop_masks
 
 __all__ = ["match_anchors", "ohem_negatives", "softmax_focal_loss", "SampledMasks", "YolactLoss"]
 
@@ -34,6 +35,15 @@ class SampledMasks(NamedTuple):
     crop: torch.Tensor  # (D, Hp, Wp) bool, the GT box region (1 px padding)
     boxes: torch.Tensor  # (D, 4) GT boxes, XYXY in prototype pixels
     classes: torch.Tensor  # (D,) GT classes
+
+
+def _put_scalars(**values: float) -> None:
+    """Record scalars in detectron2's event storage, as RetinaNet does; a no-op outside a training loop."""
+    try:
+        storage = get_event_storage()
+    except (AssertionError, IndexError):  # no EventStorage context: a test or a tool calling the model
+        return
+    storage.put_scalars(**values)
 
 
 def _crowd_overlap(anchors: torch.Tensor, crowd_boxes: torch.Tensor) -> torch.Tensor:
@@ -142,56 +152,84 @@ def softmax_focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float
 
 class YolactLoss(nn.Module):
     """
-    All of YOLACT's training losses. Owns the semantic-segmentation 1x1 conv (training only: inference
-    never runs it), shared by the levels it reads. Box, class and mask losses are divided by the number of
-    positives in the batch, the semantic loss by the batch size and the area of its feature map, as the
-    original; with several levels, their normalised losses are summed.
+    All of YOLACT's training losses. It has no parameters: the modules it trains (the semantic-segmentation
+    head, the mask re-scoring net) are the model's; it receives their outputs or reads them. Box, class and
+    mask losses are divided by the number of positives in the batch, the semantic loss by the batch size and
+    the area of its feature map, as the original; with several levels, their normalised losses are summed.
     """
 
-    def __init__(self, cfg, input_shape: Dict[str, ShapeSpec]):
+    @configurable
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        input_size: int,
+        positive_iou: float,
+        negative_iou: float,
+        crowd_iou: float,
+        loss_weights: Dict[str, float],
+        cls_loss_type: str = "ohem",
+        neg_pos_ratio: int = 3,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+        box_reg_loss_type: str = "smooth_l1",
+        masks_to_train: int = 100,
+        min_gt_area: float = 25,
+    ):
+        """
+        Args:
+            num_classes: C, foreground classes. input_size: S, the side of the square network input.
+            positive_iou, negative_iou, crowd_iou: the matcher's thresholds (:func:`match_anchors`).
+            loss_weights: the weight of each loss by name ("loss_cls", "loss_box_reg", "loss_mask", and the
+                optional "loss_sem_seg" and "loss_mask_iou").
+            cls_loss_type: one of :data:`CLS_LOSS_TYPES`; ``neg_pos_ratio`` for "ohem", ``focal_alpha`` and
+                ``focal_gamma`` for "softmax_focal".
+            box_reg_loss_type: a key of :data:`BOX_REG_LOSSES`.
+            masks_to_train: positives per image whose masks are trained (sampled at random when more).
+            min_gt_area: mask re-scoring leaves out GT masks of at most this many prototype pixels.
+        """
         super().__init__()
-        ycfg = cfg.MODEL.YOLACT
-        self.num_classes = ycfg.NUM_CLASSES
-        self.input_size = ycfg.INPUT_SIZE
-        self.matcher_cfg = (ycfg.MATCHER.POSITIVE_IOU, ycfg.MATCHER.NEGATIVE_IOU, ycfg.MATCHER.CROWD_IOU)
-        lcfg = ycfg.LOSS
-        self.weights = {
-            "loss_cls": lcfg.CLS_WEIGHT,
-            "loss_box_reg": lcfg.BOX_WEIGHT,
-            "loss_mask": lcfg.MASK_WEIGHT,
-            "loss_sem_seg": lcfg.SEM_SEG_WEIGHT,
-            "loss_mask_iou": ycfg.MASK_RESCORING.LOSS_WEIGHT,
-        }
-        self.min_gt_area = ycfg.MASK_RESCORING.MIN_GT_AREA
-        self.neg_pos_ratio = lcfg.OHEM_NEG_POS_RATIO
-        if lcfg.CLS_LOSS_TYPE not in CLS_LOSS_TYPES:
-            raise ValueError(f"MODEL.YOLACT.LOSS.CLS_LOSS_TYPE={lcfg.CLS_LOSS_TYPE!r} is not one of {CLS_LOSS_TYPES}")
-        self.cls_loss_type = lcfg.CLS_LOSS_TYPE
-        self.focal = (lcfg.FOCAL_LOSS_ALPHA, lcfg.FOCAL_LOSS_GAMMA)
-        if lcfg.BOX_REG_LOSS_TYPE not in BOX_REG_LOSSES:
+        if cls_loss_type not in CLS_LOSS_TYPES:
+            raise ValueError(f"MODEL.YOLACT.LOSS.CLS_LOSS_TYPE={cls_loss_type!r} is not one of {CLS_LOSS_TYPES}")
+        if box_reg_loss_type not in BOX_REG_LOSSES:
             raise ValueError(
-                f"MODEL.YOLACT.LOSS.BOX_REG_LOSS_TYPE={lcfg.BOX_REG_LOSS_TYPE!r} is not one of {sorted(BOX_REG_LOSSES)}"
+                f"MODEL.YOLACT.LOSS.BOX_REG_LOSS_TYPE={box_reg_loss_type!r} is not one of {sorted(BOX_REG_LOSSES)}"
             )
-        self.box_reg_loss_type = lcfg.BOX_REG_LOSS_TYPE
-        self.masks_to_train = lcfg.MASKS_TO_TRAIN
-        self.sem_seg_in_features = list(lcfg.SEM_SEG_IN_FEATURES)
-        self.semantic_seg_conv = self._build_semantic_seg_conv(input_shape) if lcfg.SEM_SEG else None
+        self.num_classes = num_classes
+        self.input_size = input_size
+        self.matcher_cfg = (positive_iou, negative_iou, crowd_iou)
+        self.weights = dict(loss_weights)
+        self.cls_loss_type = cls_loss_type
+        self.neg_pos_ratio = neg_pos_ratio
+        self.focal = (focal_alpha, focal_gamma)
+        self.box_reg_loss_type = box_reg_loss_type
+        self.masks_to_train = masks_to_train
+        self.min_gt_area = min_gt_area
 
-    def _build_semantic_seg_conv(self, input_shape: Dict[str, ShapeSpec]) -> nn.Conv2d:
-        """The 1x1 conv from the feature channels to C class logits, shared by SEM_SEG_IN_FEATURES."""
-        missing = [f for f in self.sem_seg_in_features if f not in input_shape]
-        if not self.sem_seg_in_features or missing:
-            raise ValueError(
-                f"MODEL.YOLACT.LOSS.SEM_SEG_IN_FEATURES={self.sem_seg_in_features} must name one or more of the "
-                f"backbone's features {sorted(input_shape)}"
-            )
-        channels = {input_shape[f].channels for f in self.sem_seg_in_features}
-        if len(channels) > 1:
-            raise ValueError(
-                f"MODEL.YOLACT.LOSS.SEM_SEG_IN_FEATURES={self.sem_seg_in_features} share one 1x1 conv, so they "
-                f"need one channel count; they have {sorted(channels)}"
-            )
-        return nn.Conv2d(channels.pop(), self.num_classes, 1)
+    @classmethod
+    def from_config(cls, cfg):
+        ycfg, lcfg = cfg.MODEL.YOLACT, cfg.MODEL.YOLACT.LOSS
+        return {
+            "num_classes": ycfg.NUM_CLASSES,
+            "input_size": ycfg.INPUT_SIZE,
+            "positive_iou": ycfg.MATCHER.POSITIVE_IOU,
+            "negative_iou": ycfg.MATCHER.NEGATIVE_IOU,
+            "crowd_iou": ycfg.MATCHER.CROWD_IOU,
+            "loss_weights": {
+                "loss_cls": lcfg.CLS_WEIGHT,
+                "loss_box_reg": lcfg.BOX_WEIGHT,
+                "loss_mask": lcfg.MASK_WEIGHT,
+                "loss_sem_seg": lcfg.SEM_SEG_WEIGHT,
+                "loss_mask_iou": ycfg.MASK_RESCORING.LOSS_WEIGHT,
+            },
+            "cls_loss_type": lcfg.CLS_LOSS_TYPE,
+            "neg_pos_ratio": lcfg.OHEM_NEG_POS_RATIO,
+            "focal_alpha": lcfg.FOCAL_LOSS_ALPHA,
+            "focal_gamma": lcfg.FOCAL_LOSS_GAMMA,
+            "box_reg_loss_type": lcfg.BOX_REG_LOSS_TYPE,
+            "masks_to_train": lcfg.MASKS_TO_TRAIN,
+            "min_gt_area": ycfg.MASK_RESCORING.MIN_GT_AREA,
+        }
 
     def match(self, anchors: torch.Tensor, gt_instances: List[Instances], crowd_boxes: List[Boxes]):
         """Per image matching; returns matched GT indices (N, R) and states (N, R)."""
@@ -284,14 +322,14 @@ class YolactLoss(nn.Module):
         predicted = net(masks).gather(1, classes[:, None]).squeeze(1)
         return F.smooth_l1_loss(predicted, mask_iou(masks > 0.5, gt_masks), beta=1.0, reduction="sum")
 
-    def semantic_loss(self, features, gt_instances) -> torch.Tensor:
+    def semantic_loss(self, sem_seg_logits: Dict[str, torch.Tensor], gt_instances) -> torch.Tensor:
         """
-        Sigmoid BCE of the 1x1 conv on each of ``sem_seg_in_features`` (N, D, h, w) against per-class unions
-        of GT masks downsampled to (h, w), summed over the map and divided by h * w; summed over the levels.
+        Sigmoid BCE of the semantic-segmentation logits of each level (N, C, h, w), as the model's
+        :class:`~.semantic_seg.YolactSemSegHead` gives them, against per-class unions of GT masks downsampled
+        to (h, w), summed over the map and divided by h * w; summed over the levels.
         """
         total = []
-        for name in self.sem_seg_in_features:
-            logits = self.semantic_seg_conv(features[name])  # (N, C, h, w)
+        for logits in sem_seg_logits.values():
             size = tuple(logits.shape[-2:])
             targets = torch.stack([self._class_unions(gt, size) for gt in gt_instances]).to(logits.dtype)
             total.append(F.binary_cross_entropy_with_logits(logits, targets, reduction="sum") / (size[0] * size[1]))
@@ -308,13 +346,15 @@ class YolactLoss(nn.Module):
                 ) -> Dict[str, torch.Tensor]:
         """
         Args:
-            predictions: from ``YOLACT._predict``: cls_logits (N, R, C + 1), box_deltas (N, R, 4),
-                coefs (N, R, k), prototypes (N, k, Hp, Wp), anchors (R, 4), features (dict).
+            predictions: from ``YOLACT.predict``: cls_logits (N, R, C + 1), box_deltas (N, R, 4),
+                coefs (N, R, k), prototypes (N, k, Hp, Wp), anchors (R, 4); and, when the model has a
+                semantic-segmentation head, sem_seg_logits (per level (N, C, h, w)).
             gt_instances: per image, ``gt_boxes``, ``gt_classes``, ``gt_masks`` (BitMasks, S x S).
             crowd_boxes: per image, crowd regions (M, 4).
             mask_rescoring: YOLACT++'s mask IoU net, trained when given.
         Returns:
-            dict of weighted losses.
+            dict of weighted losses. Inside a training loop (an event storage), the number of positive
+            anchors and of trained masks per image are recorded too (``num_pos_anchors``, ``num_masks_trained``).
         """
         for gt in gt_instances:
             if len(gt) > 0 and int(gt.gt_classes.max()) >= self.num_classes:
@@ -324,7 +364,8 @@ class YolactLoss(nn.Module):
                 )
         anchors = predictions["anchors"]
         matched, state = self.match(anchors, gt_instances, crowd_boxes)
-        num_pos = max(int((state == POSITIVE).sum()), 1)
+        positives = int((state == POSITIVE).sum())
+        num_pos = max(positives, 1)
         losses = {
             "loss_cls": self.class_loss(predictions["cls_logits"], gt_instances, matched, state) / num_pos,
             "loss_box_reg": self.box_loss(
@@ -332,10 +373,14 @@ class YolactLoss(nn.Module):
             ) / num_pos,
         }
         samples = self.sample_masks(predictions["prototypes"], predictions["coefs"], gt_instances, matched, state)
+        _put_scalars(
+            num_pos_anchors=positives / len(gt_instances),
+            num_masks_trained=sum(len(x.classes) for x in samples) / len(gt_instances),
+        )
         zero = predictions["prototypes"].sum() * 0 + predictions["coefs"].sum() * 0
         losses["loss_mask"] = (self.mask_loss(samples) if samples else zero) / num_pos
         if mask_rescoring is not None:
             losses["loss_mask_iou"] = self.mask_iou_loss(samples, mask_rescoring) / num_pos
-        if self.semantic_seg_conv is not None:
-            losses["loss_sem_seg"] = self.semantic_loss(predictions["features"], gt_instances) / len(gt_instances)
+        if predictions.get("sem_seg_logits") is not None:
+            losses["loss_sem_seg"] = self.semantic_loss(predictions["sem_seg_logits"], gt_instances) / len(gt_instances)
         return {k: v * self.weights[k] for k, v in losses.items()}

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from detectron2.config import configurable
+
 __all__ = ["MaskIoUNet", "mask_iou"]
 
 
@@ -18,6 +20,7 @@ class MaskIoUNet(nn.Module):
     to the smallest size the unpadded convs accept, for small inputs). Output: (D, C) predicted IoU.
     """
 
+    @configurable
     def __init__(self, num_classes: int, conv_dims: List[int]):
         super().__init__()
         layers, in_channels = [], 1
@@ -36,7 +39,8 @@ class MaskIoUNet(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
-        return cls(cfg.MODEL.YOLACT.NUM_CLASSES, list(cfg.MODEL.YOLACT.MASK_RESCORING.CONV_DIMS))
+        ycfg = cfg.MODEL.YOLACT
+        return {"num_classes": ycfg.NUM_CLASSES, "conv_dims": list(ycfg.MASK_RESCORING.CONV_DIMS)}
 
     def forward(self, masks: torch.Tensor) -> torch.Tensor:
         h, w = masks.shape[-2:]

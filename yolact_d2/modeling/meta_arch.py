@@ -1,5 +1,7 @@
 """The YOLACT meta-architecture: detectron2's ``list[dict]`` in, ``Instances`` (or losses) out."""
-from typing import Dict, List, Optional, Tuple
+import contextlib
+import logging
+from typing import Callable, ContextManager, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -10,15 +12,34 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, Instances
 
-from ..layers import convert_group_norms
+from ..layers import convert_group_norms, input_region
 from .anchors import YolactAnchorGenerator, build_box2box_transform
 from .head import build_yolact_head
 from .loss import YolactLoss
 from .mask_rescoring import MaskIoUNet
-from .postprocessing import assemble_mask_logits, box_crop_masks, build_postprocessor, masks_to_image
+from .masks import assemble_mask_logits, box_crop_masks
+from .postprocessing import build_postprocessor, masks_to_image
 from .protonet import build_protonet
+from .semantic_seg import YolactSemSegHead
 
-__all__ = ["YOLACT", "as_float_image", "resize_to_input", "detections_to_instances"]
+__all__ = ["YOLACT", "Detections", "INFERENCE_STAGES", "as_float_image", "resize_to_input", "detections_to_instances"]
+
+logger = logging.getLogger(__name__)
+
+# The steps of YOLACT's inference, in order, that a stage timer (:meth:`YOLACT.stage_timer`) sees.
+INFERENCE_STAGES = ("preprocess", "backbone", "protonet", "head", "decode_nms", "masks", "to_instances")
+# Parameter prefixes of checkpoints written before the semantic-segmentation conv moved from the loss to its
+# own head: old prefix -> new prefix.
+_RENAMED_PARAMETERS = {"loss.semantic_seg_conv.": "sem_seg_head.conv."}
+
+
+class Detections(NamedTuple):
+    """One image's detections at network-input resolution, before they are mapped to the output image."""
+
+    boxes: torch.Tensor  # (D, 4) XYXY in input pixels, clipped to the image's region
+    scores: torch.Tensor  # (D,) by decreasing value
+    classes: torch.Tensor  # (D,) int64
+    masks: torch.Tensor  # (D, Hp, Wp) soft, cropped by the boxes, at prototype resolution over the whole input
 
 
 def as_float_image(image: torch.Tensor) -> torch.Tensor:
@@ -81,6 +102,11 @@ class YOLACT(nn.Module):
     ``gt_classes``, ``gt_masks`` in pixels of the network input) and optional ``crowd_boxes``.
     Outputs: in training a dict of losses; at inference a list of ``{"instances": Instances}`` with
     ``pred_boxes`` (XYXY, output pixels), ``scores``, ``pred_classes`` and ``pred_masks`` (bool, H x W).
+
+    ``forward`` dispatches to :meth:`forward_training` or :meth:`forward_inference`, as detectron2's models.
+    The steps of inference are public: :meth:`preprocess_image` (and :meth:`normalize` for one image),
+    :meth:`predict` (the network's raw outputs), :meth:`inference` (per-image :class:`Detections` at network
+    input resolution, what export records) and :func:`detections_to_instances`.
     """
 
     @configurable
@@ -94,6 +120,7 @@ class YOLACT(nn.Module):
         box2box_transform: Box2BoxTransform,
         postprocessor: nn.Module,
         loss: nn.Module,
+        sem_seg_head: Optional[nn.Module] = None,
         mask_rescoring: Optional[nn.Module] = None,
         in_features: List[str],
         input_size: int,
@@ -111,6 +138,7 @@ class YOLACT(nn.Module):
         self.box2box_transform = box2box_transform
         self.postprocessor = postprocessor
         self.loss = loss
+        self.sem_seg_head = sem_seg_head
         self.mask_rescoring = mask_rescoring
         self.in_features = in_features
         self.input_size = input_size
@@ -119,6 +147,7 @@ class YOLACT(nn.Module):
         self.channels_last = channels_last
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+        self._stage_timer: Optional[Callable[[str], ContextManager]] = None
         if channels_last:  # conv weights in the layout of the activations: no reordering at every step
             convert_group_norms(self).to(memory_format=torch.channels_last)
 
@@ -130,7 +159,7 @@ class YOLACT(nn.Module):
         missing = [f for f in in_features + [cfg.MODEL.YOLACT.PROTONET.IN_FEATURE] if f not in shapes]
         if missing:
             raise ValueError(f"MODEL.YOLACT features {missing} are not backbone outputs {sorted(shapes)}")
-        anchor_generator = YolactAnchorGenerator.from_config(cfg)
+        anchor_generator = YolactAnchorGenerator(cfg)
         return {
             "backbone": backbone,
             "protonet": build_protonet(cfg, shapes),
@@ -138,8 +167,9 @@ class YOLACT(nn.Module):
             "anchor_generator": anchor_generator,
             "box2box_transform": build_box2box_transform(cfg),
             "postprocessor": build_postprocessor(cfg),
-            "loss": YolactLoss(cfg, shapes),
-            "mask_rescoring": MaskIoUNet.from_config(cfg) if cfg.MODEL.YOLACT.MASK_RESCORING.ENABLED else None,
+            "loss": YolactLoss(cfg),
+            "sem_seg_head": YolactSemSegHead(cfg, shapes) if cfg.MODEL.YOLACT.LOSS.SEM_SEG else None,
+            "mask_rescoring": MaskIoUNet(cfg) if cfg.MODEL.YOLACT.MASK_RESCORING.ENABLED else None,
             "in_features": in_features,
             "input_size": cfg.MODEL.YOLACT.INPUT_SIZE,
             "preserve_aspect_ratio": cfg.MODEL.YOLACT.PRESERVE_ASPECT_RATIO,
@@ -153,14 +183,23 @@ class YOLACT(nn.Module):
     def device(self):
         return self.pixel_mean.device
 
-    def _input_region(self, h: int, w: int) -> Tuple[int, int]:
-        """(h, w) that an H x W image occupies in the square network input (the rest is padding)."""
-        if not self.preserve_aspect_ratio:
-            return self.input_size, self.input_size
-        scale = self.input_size / max(h, w)
-        return min(self.input_size, round(h * scale)), min(self.input_size, round(w * scale))
+    @contextlib.contextmanager
+    def stage_timer(self, timer: Callable[[str], ContextManager]):
+        """
+        Within the context, each step of inference runs inside ``timer(stage)``, ``stage`` one of
+        :data:`INFERENCE_STAGES` (a benchmark's per-stage clock). Outside, the steps run as they are.
+        """
+        self._stage_timer = timer
+        try:
+            yield self
+        finally:
+            self._stage_timer = None
 
-    def _normalize(self, image: torch.Tensor) -> torch.Tensor:
+    def _stage(self, name: str) -> ContextManager:
+        return self._stage_timer(name) if self._stage_timer is not None else contextlib.nullcontext()
+
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """One input ``image`` (C, H, W) as :func:`as_float_image` takes it: float (3, H, W), (x - mean) / std."""
         return (as_float_image(image.to(self.device)) - self.pixel_mean) / self.pixel_std
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> Tuple[torch.Tensor, List[Tuple[int, int]]]:
@@ -175,25 +214,35 @@ class YOLACT(nn.Module):
             raise ValueError("YOLACT got an empty list of inputs")
         images, regions = [], []
         for x in batched_inputs:
-            image = self._normalize(x["image"])
-            region = self._input_region(*image.shape[-2:])
+            image = self.normalize(x["image"])
+            region = input_region(*image.shape[-2:], self.input_size, self.preserve_aspect_ratio)
             images.append(resize_to_input(image, region, self.input_size))
             regions.append(region)
         return torch.stack(images), regions
 
-    def _predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Backbone, protonet and head on a batch (N, 3, S, S); returns the raw predictions and anchors."""
+    def predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """
+        Backbone, protonet and head on a normalised batch (N, 3, S, S).
+
+        Returns:
+            dict: ``features`` (the backbone's, by name), ``prototypes`` (N, k, Hp, Wp), ``cls_logits``
+            (N, R, C + 1), ``box_deltas`` (N, R, 4), ``coefs`` (N, R, k), ``anchors`` (R, 4) XYXY in input pixels.
+        """
         if self.channels_last:  # the convolutions keep the layout of their input
             images = images.contiguous(memory_format=torch.channels_last)
-        features = self.backbone(images)
-        head_features = [features[f] for f in self.in_features]
-        cls_logits, box_deltas, coefs = self.head(head_features)
-        anchors = self.anchor_generator(
-            [tuple(f.shape[-2:]) for f in head_features], tuple(images.shape[-2:]), images.device, images.dtype
-        )
+        with self._stage("backbone"):
+            features = self.backbone(images)
+        with self._stage("protonet"):
+            prototypes = self.protonet(features)
+        with self._stage("head"):
+            head_features = [features[f] for f in self.in_features]
+            cls_logits, box_deltas, coefs = self.head(head_features)
+            anchors = self.anchor_generator(
+                [tuple(f.shape[-2:]) for f in head_features], tuple(images.shape[-2:]), images.device, images.dtype
+            )
         return {
             "features": features,
-            "prototypes": self.protonet(features),
+            "prototypes": prototypes,
             "cls_logits": cls_logits,
             "box_deltas": box_deltas,
             "coefs": coefs,
@@ -201,20 +250,43 @@ class YOLACT(nn.Module):
         }
 
     def forward(self, batched_inputs: List[Dict]):
-        images, regions = self.preprocess_image(batched_inputs)
+        """:meth:`forward_training` in training mode, else :meth:`forward_inference`."""
         if self.training:
-            if any("instances" not in x for x in batched_inputs):
-                raise ValueError("YOLACT in training mode needs 'instances' in every input dict")
-            gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-            crowd_boxes = [x.get("crowd_boxes", Boxes(torch.zeros(0, 4))).to(self.device) for x in batched_inputs]
-            return self.loss(
-                self._predict(images), gt_instances, crowd_boxes, self.box2box_transform, self.mask_rescoring
-            )
-        predictions = self._predict(images)
-        return [
-            {"instances": self._inference_single(predictions, i, regions[i], self._output_size(x))}
-            for i, x in enumerate(batched_inputs)
-        ]
+            return self.forward_training(batched_inputs)
+        return self.forward_inference(batched_inputs)
+
+    def forward_training(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
+        """The weighted losses (see :class:`YolactLoss`) of a batch whose inputs all hold ``instances``."""
+        if any("instances" not in x for x in batched_inputs):
+            raise ValueError("YOLACT in training mode needs 'instances' in every input dict")
+        images, _ = self.preprocess_image(batched_inputs)
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        crowd_boxes = [x.get("crowd_boxes", Boxes(torch.zeros(0, 4))).to(self.device) for x in batched_inputs]
+        predictions = self.predict(images)
+        if self.sem_seg_head is not None:
+            predictions["sem_seg_logits"] = self.sem_seg_head(predictions["features"])
+        return self.loss(predictions, gt_instances, crowd_boxes, self.box2box_transform, self.mask_rescoring)
+
+    def forward_inference(self, batched_inputs: List[Dict]) -> List[Dict[str, Instances]]:
+        """Per input, ``{"instances": Instances}`` in the output image's pixels (see the class docstring)."""
+        with self._stage("preprocess"):
+            images, regions = self.preprocess_image(batched_inputs)
+        detections = self.inference(images, regions)
+        with self._stage("to_instances"):
+            return [
+                {"instances": detections_to_instances(
+                    *d, region, self.input_size, self._output_size(x), self.mask_threshold
+                )}
+                for d, region, x in zip(detections, regions, batched_inputs)
+            ]
+
+    def inference(self, images: torch.Tensor, regions: List[Tuple[int, int]]) -> List[Detections]:
+        """
+        Detect on a normalised batch (N, 3, S, S) whose image i occupies ``regions[i]`` (h, w) of the input:
+        per image, its :class:`Detections` at network input resolution, before pasting onto the image.
+        """
+        predictions = self.predict(images)
+        return [self.detect(predictions, i, region) for i, region in enumerate(regions)]
 
     @staticmethod
     def _output_size(x: Dict) -> Tuple[int, int]:
@@ -243,26 +315,29 @@ class YOLACT(nn.Module):
         """YOLACT++: scores (D,) times the mask IoU that the re-scoring net predicts for each class."""
         return scores * self.mask_rescoring(masks).gather(1, classes[:, None]).squeeze(1)
 
-    def detect(self, predictions: Dict, i: int, region: Tuple[int, int]) -> Tuple[torch.Tensor, ...]:
+    def detect(self, predictions: Dict, i: int, region: Tuple[int, int]) -> Detections:
         """
-        Decode, NMS, assemble and crop the masks (and re-score) of image ``i``, at network input resolution.
-        Traceable: no Python control flow depends on tensor values.
-
-        Returns:
-            boxes (D, 4) XYXY in input pixels clipped to ``region`` (h, w), scores (D,) by decreasing value,
-            classes (D,) int64, masks (D, Hp, Wp) soft, cropped, at prototype resolution.
+        Decode, NMS, assemble and crop the masks (and re-score) of image ``i`` of :meth:`predict`'s output, at
+        network input resolution. Traceable: no Python control flow depends on tensor values.
         """
-        boxes, scores = self.decode(predictions, i)
-        keep, classes, det_scores = self.postprocessor(boxes, scores)
-        boxes = boxes[keep]
-        boxes = torch.minimum(boxes.clamp(min=0), boxes.new_tensor([region[1], region[0]] * 2))
-        masks = self.assemble_masks(predictions["prototypes"][i], predictions["coefs"][i][keep], boxes)
-        if self.mask_rescoring is not None:
-            det_scores, order = self.rescore(masks, classes, det_scores).sort(descending=True)
-            boxes, classes, masks = boxes[order], classes[order], masks[order]
-        return boxes, det_scores, classes, masks
+        with self._stage("decode_nms"):
+            boxes, scores = self.decode(predictions, i)
+            keep, classes, det_scores = self.postprocessor(boxes, scores)
+        with self._stage("masks"):
+            boxes = boxes[keep]
+            boxes = torch.minimum(boxes.clamp(min=0), boxes.new_tensor([region[1], region[0]] * 2))
+            masks = self.assemble_masks(predictions["prototypes"][i], predictions["coefs"][i][keep], boxes)
+            if self.mask_rescoring is not None:
+                det_scores, order = self.rescore(masks, classes, det_scores).sort(descending=True)
+                boxes, classes, masks = boxes[order], classes[order], masks[order]
+        return Detections(boxes, det_scores, classes, masks)
 
-    def _inference_single(self, predictions, i: int, region: Tuple[int, int], output_size: Tuple[int, int]):
-        """:meth:`detect`, then the detections mapped to the output image."""
-        detections = self.detect(predictions, i, region)
-        return detections_to_instances(*detections, region, self.input_size, output_size, self.mask_threshold)
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Maps the parameter names of checkpoints written before a module moved (:data:`_RENAMED_PARAMETERS`)."""
+        for old, new in _RENAMED_PARAMETERS.items():
+            renamed = [k for k in state_dict if k.startswith(prefix + old)]
+            for key in renamed:
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+            if renamed:
+                logger.info(f"Checkpoint in an earlier layout: loaded its '{old}*' parameters as '{new}*'")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -1,8 +1,8 @@
 """
-YOLACT's inference post-processing: NMS variants (POSTPROCESSOR_REGISTRY) and mask assembly / cropping.
+YOLACT's inference post-processing: NMS variants (POSTPROCESSOR_REGISTRY) and the windowed resize of the
+masks to the output image. (Mask assembly and cropping, shared with the loss, are in :mod:`.masks`.)
 
-Coordinates: boxes are XYXY in pixels of the frame they are given in (network input for NMS; prototype
-pixels for cropping, where pixel (r, c) covers [c, c + 1) x [r, r + 1)).
+Coordinates: boxes are XYXY in pixels of the network input.
 """
 import math
 from typing import Optional, Tuple
@@ -24,9 +24,6 @@ __all__ = [
     "CrossClassFastNMS",
     "StandardNMS",
     "build_postprocessor",
-    "batched_box_iou",
-    "assemble_mask_logits",
-    "box_crop_masks",
     "masks_to_image",
 ]
 
@@ -34,24 +31,9 @@ POSTPROCESSOR_REGISTRY = Registry("YOLACT_POSTPROCESSOR")
 POSTPROCESSOR_REGISTRY.__doc__ = """
 Registry for YOLACT's detection post-processors (NMS variants), selected by
 ``MODEL.YOLACT.POSTPROCESS.NAME``; called as ``obj(cfg)``. A post-processor maps one image's decoded boxes
-(R, 4) and foreground scores (R, C) to the kept (anchor indices, classes, scores), best first.
+(R, 4) and foreground scores (R, C) to the kept (anchor indices, classes, scores), best first. A class
+that traces correctly for every input sets ``exportable = True`` in its body (see :class:`YolactPostprocessor`).
 """
-
-
-def batched_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """
-    IoU of every box in ``a`` (..., K, 4) with every box in ``b`` (..., M, 4), XYXY: returns (..., K, M).
-    Degenerate boxes have IoU 0 with everything. Works coordinate by coordinate on (..., K, M) tensors.
-    """
-    ax1, ay1, ax2, ay2 = a.unbind(-1)
-    bx1, by1, bx2, by2 = b.unbind(-1)
-    area_a = (ax2 - ax1).clamp(min=0) * (ay2 - ay1).clamp(min=0)
-    area_b = (bx2 - bx1).clamp(min=0) * (by2 - by1).clamp(min=0)
-    iw = torch.minimum(ax2[..., :, None], bx2[..., None, :]) - torch.maximum(ax1[..., :, None], bx1[..., None, :])
-    ih = torch.minimum(ay2[..., :, None], by2[..., None, :]) - torch.maximum(ay1[..., :, None], by1[..., None, :])
-    inter = iw.clamp(min=0) * ih.clamp(min=0)
-    union = area_a[..., :, None] + area_b[..., None, :] - inter
-    return inter / union.clamp(min=1e-12)
 
 
 def _per_class_top_k(scores: torch.Tensor, top_k: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -102,7 +84,19 @@ class YolactPostprocessor(nn.Module):
     """
     Base of the NMS variants: drops anchors whose best foreground score is below ``score_thresh``, runs
     :meth:`nms` on the rest, and keeps the ``max_detections`` best detections.
+
+    ``exportable``: whether a trace of the class's inference is correct for every input (no Python control
+    flow on tensor values while tracing, whatever the number of candidates and detections), so that
+    ``yolact_d2.export`` may record it. Each class states it for itself (:meth:`is_exportable`).
     """
+
+    exportable: bool = False
+
+    @classmethod
+    def is_exportable(cls) -> bool:
+        """Whether this very class sets ``exportable = True``; subclasses do not inherit it (they may change the
+        traced code)."""
+        return bool(vars(cls).get("exportable", False))
 
     @configurable
     def __init__(self, *, nms_thresh: float, top_k: int, score_thresh: float, second_score_thresh: bool,
@@ -164,6 +158,8 @@ class FastNMS(YolactPostprocessor):
     The result is Fast NMS's, at a fraction of its (C, K, K) work.
     """
 
+    exportable = True
+
     def nms(self, boxes, scores):
         idx, cls_scores = _per_class_top_k(scores, self.top_k)  # (C, K)
         classes = torch.arange(idx.shape[0], device=idx.device)
@@ -205,6 +201,8 @@ class CrossClassFastNMS(YolactPostprocessor):
     with the same upper-triangle rule whatever their classes.
     """
 
+    exportable = True
+
     def nms(self, boxes, scores):
         best_scores, classes = scores.max(dim=1)
         best_scores, order = best_scores.sort(descending=True)
@@ -220,6 +218,8 @@ class StandardNMS(YolactPostprocessor):
     Per-class sequential NMS (torchvision's ``nms``) on each class's ``top_k`` anchors scoring at least
     ``score_thresh`` in that class: the usual rule, for comparison with Fast NMS.
     """
+
+    exportable = True
 
     def nms(self, boxes, scores):
         idx, cls_scores = _per_class_top_k(scores, self.top_k)
@@ -244,38 +244,6 @@ def _per_class_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Ten
 def build_postprocessor(cfg) -> nn.Module:
     """Build the post-processor named by ``MODEL.YOLACT.POSTPROCESS.NAME``."""
     return POSTPROCESSOR_REGISTRY.get(cfg.MODEL.YOLACT.POSTPROCESS.NAME)(cfg)
-
-
-def assemble_mask_logits(prototypes: torch.Tensor, coefs: torch.Tensor) -> torch.Tensor:
-    """
-    YOLACT's assembly as one matrix product: prototypes (k, H, W), coefficients (D, k) -> mask logits
-    (D, H, W) = P C^T; the masks are their sigmoid.
-    """
-    k, h, w = prototypes.shape
-    return (coefs @ prototypes.reshape(k, h * w)).reshape(-1, h, w)
-
-
-def box_crop_masks(boxes: torch.Tensor, size: Tuple[int, int], padding: float = 1.0) -> torch.Tensor:
-    """
-    The crop region of each box on an H x W grid, as YOLACT crops: pixel (r, c) is inside when
-    x1 - padding <= c < x2 + padding and y1 - padding <= r < y2 + padding (limits clamped to the grid).
-
-    Args:
-        boxes: (D, 4) XYXY in grid pixels.
-        size: (H, W).
-    Returns:
-        bool (D, H, W).
-    """
-    h, w = size
-    x1 = (torch.minimum(boxes[:, 0], boxes[:, 2]) - padding).clamp(min=0)
-    x2 = (torch.maximum(boxes[:, 0], boxes[:, 2]) + padding).clamp(max=w)
-    y1 = (torch.minimum(boxes[:, 1], boxes[:, 3]) - padding).clamp(min=0)
-    y2 = (torch.maximum(boxes[:, 1], boxes[:, 3]) + padding).clamp(max=h)
-    cols = torch.arange(w, device=boxes.device, dtype=boxes.dtype)
-    rows = torch.arange(h, device=boxes.device, dtype=boxes.dtype)
-    in_cols = (cols[None] >= x1[:, None]) & (cols[None] < x2[:, None])  # (D, W)
-    in_rows = (rows[None] >= y1[:, None]) & (rows[None] < y2[:, None])  # (D, H)
-    return in_rows[:, :, None] & in_cols[:, None, :]
 
 
 def masks_to_image(
