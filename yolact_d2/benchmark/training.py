@@ -36,7 +36,9 @@ def measure_training(cfg: CfgNode, batch: Sequence[Dict], *, warmup: int, iters:
     cfg.SOLVER.BASE_LR = TRAIN_LR
     model = build_random_model(cfg, batch).train()
     optimizer = YolactTrainer.build_optimizer(cfg, model)
-    trainer = build_step_trainer(cfg, model, itertools.repeat(list(batch)), optimizer)
+    trainer = build_step_trainer(
+        model, itertools.repeat(list(batch)), optimizer, amp=cfg.SOLVER.AMP.ENABLED, device=cfg.MODEL.DEVICE
+    )
     with EventStorage():  # the step records its losses in it
         m = measure(trainer.run_step, warmup=warmup, iters=iters, device=cfg.MODEL.DEVICE)
     stats = summarize(m.seconds)

@@ -1,1 +1,1 @@
-from .trainer import AutocastTrainer, YolactTrainer, build_step_trainer, wrap_ddp
+from .trainer import AutocastTrainer, YolactTrainer, build_adamw, build_step_trainer, wrap_ddp

@@ -3,10 +3,12 @@ import logging
 import os
 import time
 import weakref
+from typing import Mapping, Optional
 
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.evaluation import COCOEvaluator
@@ -17,19 +19,20 @@ from detectron2.utils.logger import setup_logger
 
 from ..data.build import build_yolact_test_loader, build_yolact_train_loader, check_num_classes
 
-__all__ = ["AutocastTrainer", "YolactTrainer", "build_step_trainer", "wrap_ddp"]
+__all__ = ["AutocastTrainer", "YolactTrainer", "build_adamw", "build_step_trainer", "wrap_ddp"]
 
 logger = logging.getLogger(__name__)
 
 
-def wrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
+def wrap_ddp(model: torch.nn.Module, broadcast_buffers: bool = False, **ddp_kwargs) -> torch.nn.Module:
     """
     DistributedDataParallel when there are several processes, on GPU (one device per process) or CPU
     (gloo; detectron2's ``create_ddp_model`` passes ``device_ids`` even for a CPU module, which DDP refuses).
+    ``ddp_kwargs``: more of DistributedDataParallel's arguments (e.g. ``find_unused_parameters``).
     """
     on_gpu = next(model.parameters()).device.type == "cuda"
     device_ids = [comm.get_local_rank()] if on_gpu else None
-    return create_ddp_model(model, broadcast_buffers=False, device_ids=device_ids)
+    return create_ddp_model(model, broadcast_buffers=broadcast_buffers, device_ids=device_ids, **ddp_kwargs)
 
 
 class AutocastTrainer(SimpleTrainer):
@@ -65,16 +68,17 @@ def cpu_has_native_bfloat16() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # pylint: disable=protected-access
 
 
-def build_step_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
+def build_step_trainer(model, data_loader, optimizer, *, amp: bool, device: str) -> SimpleTrainer:
     """
-    The loop that runs each iteration: SimpleTrainer in float32, or with ``SOLVER.AMP.ENABLED`` mixed precision,
-    by detectron2's AMPTrainer on CUDA (float16) or :class:`AutocastTrainer` on a CPU with native bfloat16.
+    The loop that runs each iteration: SimpleTrainer in float32, or with ``amp`` (``SOLVER.AMP.ENABLED``) mixed
+    precision, by detectron2's AMPTrainer on CUDA (float16) or :class:`AutocastTrainer` on a CPU with native
+    bfloat16. ``device``: the model's (``MODEL.DEVICE``).
     A CPU without it would emulate bfloat16 (the embedded config: 16.8 s per iteration against 1.10 in float32
     on a 2-core AMD EPYC), so there the run trains in float32, with a warning.
     """
-    if not cfg.SOLVER.AMP.ENABLED:
+    if not amp:
         return SimpleTrainer(model, data_loader, optimizer)
-    if cfg.MODEL.DEVICE.startswith("cuda"):
+    if device.startswith("cuda"):
         return AMPTrainer(model, data_loader, optimizer)
     if not cpu_has_native_bfloat16():
         logger.warning(
@@ -83,6 +87,22 @@ def build_step_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
         )
         return SimpleTrainer(model, data_loader, optimizer)
     return AutocastTrainer(model, data_loader, optimizer, device_type="cpu", precision=torch.bfloat16)
+
+
+def build_adamw(params, *, lr: float, weight_decay: float, clip_gradients: Optional[Mapping] = None):
+    """
+    PyTorch's AdamW, fused (one kernel for all parameters, CPU and CUDA) where PyTorch has it: the same update,
+    ~4x faster than its per-parameter loop on the CPU; with gradient clipping as detectron2's
+    ``maybe_add_gradient_clipping`` does it when ``clip_gradients`` (the keys of ``SOLVER.CLIP_GRADIENTS``:
+    ENABLED, CLIP_TYPE, CLIP_VALUE, NORM_TYPE) is enabled.
+
+    Args:
+        params: parameters or parameter groups (e.g. ``get_default_optimizer_params(model, ...)``).
+    """
+    solver = CfgNode({"SOLVER": {"CLIP_GRADIENTS": dict(clip_gradients or {"ENABLED": False})}})
+    adamw = maybe_add_gradient_clipping(solver, torch.optim.AdamW)
+    fused = {"fused": True} if TORCH_VERSION >= (2, 4) else {}  # fused CPU kernels since PyTorch 2.4
+    return adamw(params, lr=lr, weight_decay=weight_decay, **fused)
 
 
 class YolactTrainer(DefaultTrainer):
@@ -111,7 +131,9 @@ class YolactTrainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = wrap_ddp(model)
-        self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
+        self._trainer = build_step_trainer(
+            model, data_loader, optimizer, amp=cfg.SOLVER.AMP.ENABLED, device=cfg.MODEL.DEVICE
+        )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.max_iter = cfg.SOLVER.MAX_ITER
@@ -121,9 +143,8 @@ class YolactTrainer(DefaultTrainer):
     @classmethod
     def build_optimizer(cls, cfg, model):
         """
-        detectron2's SGD, or AdamW with the same parameter groups and gradient clipping (SOLVER.OPTIMIZER). AdamW
-        is PyTorch's fused implementation (one kernel for all parameters, CPU and CUDA) where PyTorch has it:
-        the same update, ~4x faster than its per-parameter loop on the CPU.
+        detectron2's SGD, or :func:`build_adamw` with the same parameter groups and gradient clipping
+        (SOLVER.OPTIMIZER).
         """
         name = cfg.SOLVER.OPTIMIZER.upper()
         if name == "SGD":
@@ -137,9 +158,10 @@ class YolactTrainer(DefaultTrainer):
             bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
             weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
         )
-        adamw = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)
-        fused = {"fused": True} if TORCH_VERSION >= (2, 4) else {}  # fused CPU kernels since PyTorch 2.4
-        return adamw(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY, **fused)
+        solver = cfg.SOLVER
+        return build_adamw(
+            params, lr=solver.BASE_LR, weight_decay=solver.WEIGHT_DECAY, clip_gradients=solver.CLIP_GRADIENTS
+        )
 
     @classmethod
     def build_train_loader(cls, cfg):

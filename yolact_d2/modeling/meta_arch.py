@@ -140,7 +140,7 @@ class YOLACT(nn.Module):
         self.loss = loss
         self.sem_seg_head = sem_seg_head
         self.mask_rescoring = mask_rescoring
-        self.in_features = in_features
+        self.in_features = list(in_features)
         self.input_size = input_size
         self.preserve_aspect_ratio = preserve_aspect_ratio
         self.mask_threshold = mask_threshold
