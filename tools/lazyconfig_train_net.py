@@ -20,6 +20,7 @@ from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import default_argument_parser, default_setup, default_writers, hooks, launch
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from yolact_d2.engine import build_step_trainer, wrap_ddp
 
@@ -63,6 +64,7 @@ def do_train(args, cfg):
 def main(args):
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
     default_setup(cfg, args)
+    setup_logger(cfg.train.output_dir, comm.get_rank(), name="yolact_d2")  # as default_setup does for detectron2's
     if args.eval_only:
         model = instantiate(cfg.model).to(cfg.train.device)
         DetectionCheckpointer(model).load(cfg.train.init_checkpoint)

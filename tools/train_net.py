@@ -17,6 +17,7 @@ import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
+from detectron2.utils.logger import setup_logger
 
 from yolact_d2.config import load_yolact_config
 from yolact_d2.data import add_dataset_argument, register_coco_dataset
@@ -27,6 +28,7 @@ def setup(args):
     cfg = load_yolact_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, comm.get_rank(), name="yolact_d2")  # as default_setup does for detectron2's
     return cfg
 
 
