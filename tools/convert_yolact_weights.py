@@ -17,7 +17,9 @@ Convert weights of the original YOLACT (github.com/dbolya/yolact) into detectron
 
       python tools/convert_yolact_weights.py --backbone resnet101_reducedfc.pth output/original/resnet101_reducedfc.pth
 
-YOLACT++ checkpoints (deformable convs, mask re-scoring) are not supported yet and are refused.
+YOLACT++ checkpoints (``yolact_plus_base``, ``yolact_plus_resnet50``) convert the same way, the DCN biases folded
+into the norms after them. The DarkNet-53 model (``yolact_darknet53``) is not supported: there is no DarkNet
+backbone here.
 """
 import argparse
 import os

@@ -4,14 +4,15 @@ Run YOLACT (or any detectron2 instance segmentation model) on images, a video or
 instances (masks, boxes, class names and scores) with detectron2's Visualizer. Flags are detectron2's demo's:
 
     python tools/demo.py --config-file configs/embedded/yolact_R_18_shapes.yaml \\
-        --input photo.jpg images/ 'more/*.png' --output out/ MODEL.WEIGHTS model_final.pth
-    python tools/demo.py --config-file ... --video-input clip.mp4 --output clip_out.mp4 MODEL.WEIGHTS ...
-    python tools/demo.py --config-file ... --webcam MODEL.WEIGHTS ...    # shown in a window: needs a display
+        --input photo.jpg images/ 'more/*.png' --output out/ --opts MODEL.WEIGHTS model_final.pth
+    python tools/demo.py --config-file ... --video-input clip.mp4 --output clip_out.mp4 --opts MODEL.WEIGHTS ...
+    python tools/demo.py --config-file ... --webcam --opts MODEL.WEIGHTS ...    # in a window: needs a display
     python tools/demo.py --config-file ... --dataset my_val val.json val_images/ --input val_images/ \\
-        --json-output detections.json DATASETS.TEST '("my_val",)' MODEL.YOLACT.NUM_CLASSES 3 MODEL.WEIGHTS ...
+        --json-output detections.json --opts DATASETS.TEST '("my_val",)' MODEL.YOLACT.NUM_CLASSES 3 MODEL.WEIGHTS ...
 
 * ``--input`` takes image files, glob patterns and folders (the images directly inside, sorted by name). Config
-  ``KEY VALUE`` pairs come last, after an option with one value or after ``--``.
+  overrides come last: ``--opts KEY VALUE ...`` (detectron2's demo), or the pairs alone after an option with one
+  value or after ``--``.
 * ``--output`` is a file when it names one (it has an extension) and there is one image or a video, else a
   folder (the input's name; ``.mp4`` for videos); missing folders are created. Videos are written with the
   mp4v codec. Without ``--output`` nor ``--json-output`` the results are shown in a window, which needs a
@@ -52,7 +53,7 @@ from detectron2.utils.logger import setup_logger
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import Visualizer
 
-from yolact_d2.config import load_yolact_config
+from yolact_d2.config import add_config_arguments, config_overrides, load_yolact_config
 from yolact_d2.data import add_dataset_argument, register_coco_dataset
 from yolact_d2.data.build import check_num_classes
 
@@ -65,7 +66,7 @@ logger = logging.getLogger("detectron2.demo")
 
 def get_parser():
     parser = argparse.ArgumentParser(description="YOLACT demo: draw the instances found in images or videos")
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to config file")
+    add_config_arguments(parser)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", nargs="+", help="image files, glob patterns such as 'dir/*.jpg', or folders")
     source.add_argument("--video-input", metavar="FILE", help="path to a video file")
@@ -79,18 +80,12 @@ def get_parser():
         "--confidence-threshold", type=float, default=0.5, help="minimum score of the instances shown"
     )
     add_dataset_argument(parser)
-    parser.add_argument(
-        "opts",
-        help="modify config options with space-separated 'PATH.KEY VALUE' pairs at the end of the command",
-        default=[],
-        nargs=argparse.REMAINDER,
-    )
     return parser
 
 
 def setup_cfg(args):
     """The config of the file and ``opts``, with the confidence threshold; checks the class count."""
-    cfg = load_yolact_config(args.config_file, args.opts)
+    cfg = load_yolact_config(args.config_file, config_overrides(args))
     cfg.MODEL.YOLACT.POSTPROCESS.SCORE_THRESH = args.confidence_threshold
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.confidence_threshold
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.confidence_threshold

@@ -69,8 +69,8 @@ def build_step_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
     """
     The loop that runs each iteration: SimpleTrainer in float32, or with ``SOLVER.AMP.ENABLED`` mixed precision,
     by detectron2's AMPTrainer on CUDA (float16) or :class:`AutocastTrainer` on a CPU with native bfloat16.
-    A CPU without it would emulate bfloat16 (the embedded config: 16.8 s per iteration against 1.10 in float32
-    on a 2-core AMD EPYC), so there the run trains in float32, with a warning.
+    A CPU without it would emulate bfloat16, many times slower than float32, so there the run trains in float32,
+    with a warning.
     """
     if not cfg.SOLVER.AMP.ENABLED:
         return SimpleTrainer(model, data_loader, optimizer)
@@ -79,7 +79,7 @@ def build_step_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
     if not cpu_has_native_bfloat16():
         logger.warning(
             "SOLVER.AMP.ENABLED, but this CPU has no native bfloat16 (AVX512-BF16 / AMX): emulated, it would run "
-            "~15x slower than float32, so this run trains in float32"
+            "many times slower than float32, so this run trains in float32"
         )
         return SimpleTrainer(model, data_loader, optimizer)
     return AutocastTrainer(model, data_loader, optimizer, device_type="cpu", precision=torch.bfloat16)
@@ -116,7 +116,7 @@ class YolactTrainer(DefaultTrainer):
         """
         detectron2's SGD, or AdamW with the same parameter groups and gradient clipping (SOLVER.OPTIMIZER). AdamW
         is PyTorch's fused implementation (one kernel for all parameters, CPU and CUDA) where PyTorch has it:
-        the same update, ~4x faster than its per-parameter loop on the CPU.
+        the same update, faster than its per-parameter loop on the CPU.
         """
         name = cfg.SOLVER.OPTIMIZER.upper()
         if name == "SGD":
