@@ -27,7 +27,8 @@ instances (masks, boxes, class names and scores) with detectron2's Visualizer. F
   folders), or of the frame in the video, from 1;
   ``category_id`` is the dataset's id of the class when the metadata of ``DATASETS.TEST[0]`` has
   ``thing_dataset_id_to_contiguous_id`` (COCO, ``--dataset``), else the class index + 1; ``bbox`` is XYWH in
-  pixels; ``segmentation`` a compressed RLE with ``counts`` as str; ``score``.
+  pixels; ``segmentation`` a compressed RLE with ``counts`` as str, or with ``--mask-format polygon`` a list of
+  ``[x1, y1, x2, y2, ...]`` polygons (:func:`yolact_d2.utils.instances_to_coco_dicts`); ``score``.
 
 Unreadable images are reported by name and skipped. Exit status: 0 when at least one image (or frame) was
 processed, even if others could not be read; 1 when none was, or the demo could not start (no display to show
@@ -48,14 +49,14 @@ import tqdm
 
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
-from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import Visualizer
 
 from yolact_d2.config import add_config_arguments, config_overrides, load_yolact_config
 from yolact_d2.data import add_dataset_argument, register_coco_dataset
-from yolact_d2.data.build import check_num_classes
+from yolact_d2.data.build import check_num_classes, config_num_classes
+from yolact_d2.utils import instances_to_coco_dicts
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 WINDOW_NAME = "YOLACT"
@@ -76,6 +77,12 @@ def get_parser():
         help="a file or folder to save the visualizations to; without it they are shown in a window",
     )
     parser.add_argument("--json-output", metavar="FILE", help="write the detections in COCO results format")
+    parser.add_argument(
+        "--mask-format",
+        choices=["rle", "polygon"],
+        default="rle",
+        help="masks in --json-output: compressed RLE (default) or polygons",
+    )
     parser.add_argument(
         "--confidence-threshold", type=float, default=0.5, help="minimum score of the instances shown"
     )
@@ -101,12 +108,17 @@ class InstancePredictor:
     ``DATASETS.TEST[0]`` and its conversion to COCO results.
     """
 
-    def __init__(self, cfg, confidence_threshold: float):
+    def __init__(self, cfg, confidence_threshold: float, mask_format: str = "rle"):
         self.predictor = DefaultPredictor(cfg)
         self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
         self.confidence_threshold = confidence_threshold
+        self.mask_format = mask_format
         id_map = self.metadata.get("thing_dataset_id_to_contiguous_id")
-        self.dataset_ids = {i: dataset_id for dataset_id, i in id_map.items()} if id_map else None
+        self.class_ids = (
+            {i: dataset_id for dataset_id, i in id_map.items()}
+            if id_map
+            else {k: k + 1 for k in range(config_num_classes(cfg))}
+        )
 
     def __call__(self, image):
         """The instances, on the CPU, of a (H, W, 3) uint8 BGR image."""
@@ -115,11 +127,7 @@ class InstancePredictor:
 
     def coco_results(self, instances, image_id: int):
         """The instances as COCO results, with the dataset's category ids (see the module's docstring)."""
-        results = instances_to_coco_json(instances, image_id)
-        for result in results:
-            contiguous_id = result["category_id"]
-            result["category_id"] = self.dataset_ids[contiguous_id] if self.dataset_ids else contiguous_id + 1
-        return results
+        return instances_to_coco_dicts(instances, image_id, self.mask_format, self.class_ids)
 
 
 def has_display() -> bool:
@@ -271,7 +279,11 @@ def run_on_capture(predictor, args, results, show):
     """Open the video (or the webcam) and, with ``--output``, a video writer, and run on its frames."""
     capture = cv2.VideoCapture(0 if args.webcam else args.video_input)
     if not capture.isOpened():
-        sys.exit("Cannot open the webcam" if args.webcam else f"Cannot open the video {args.video_input}")
+        sys.exit(
+            "Cannot open the webcam (camera 0): no camera is present, or it is in use"
+            if args.webcam
+            else f"Cannot open the video {args.video_input}"
+        )
     source_name = "webcam" if args.webcam else os.path.splitext(os.path.basename(args.video_input))[0]
     writer = open_video_writer(args.output, source_name, capture) if args.output else None
     try:
@@ -303,7 +315,7 @@ def main(args) -> int:
     for name, json_file, image_root in args.dataset:
         register_coco_dataset(name, json_file, image_root)
     cfg = setup_cfg(args)
-    predictor = InstancePredictor(cfg, args.confidence_threshold)
+    predictor = InstancePredictor(cfg, args.confidence_threshold, args.mask_format)
     logger.info(f"Class names: {predictor.metadata.get('thing_classes', 'none (classes are drawn by index)')}")
     results = [] if args.json_output else None
     if args.input:
