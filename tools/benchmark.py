@@ -14,6 +14,7 @@ YOLACT++ R-50 and detectron2's Mask R-CNN R-50-FPN at 550 x 550:
 Tables go to stdout; --output-dir gets benchmark.json, benchmark.md and, with accuracy results,
 ap_vs_latency.png. See yolact_d2/benchmark/ for what each number means.
 """
+import yolact_d2  # noqa: F401  (before detectron2: it imports detectron2 without avoidable warnings)
 import argparse
 
 import torch

@@ -268,10 +268,10 @@ def convert_backbone(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Ten
 
 def build_original_model(model: str):
     """yolact_d2's model of ``configs/original/<model>.yaml`` on the CPU, randomly initialised."""
+    from yolact_d2 import add_yolact_config  # first: it imports detectron2 without avoidable warnings
+
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
-
-    from yolact_d2 import add_yolact_config
 
     cfg = get_cfg()
     add_yolact_config(cfg)

@@ -34,6 +34,7 @@ Unreadable images are reported by name and skipped. Exit status: 0 when at least
 processed, even if others could not be read; 1 when none was, or the demo could not start (no display to show
 the results, a video that cannot be opened, an input that does not exist); 2 for invalid arguments.
 """
+import yolact_d2  # noqa: F401  (before detectron2: it imports detectron2 without avoidable warnings)
 import argparse
 import collections
 import glob

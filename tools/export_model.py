@@ -22,6 +22,7 @@ Export YOLACT / YOLACT++, post-processing included, to TorchScript or ONNX (the 
 Exit status: 0 when the file was written and checked, 1 when the model cannot be exported or the check
 failed, 2 for invalid arguments.
 """
+import yolact_d2  # noqa: F401  (before detectron2: it imports detectron2 without avoidable warnings)
 import argparse
 import logging
 import os
