@@ -14,6 +14,7 @@ YOLACT++ R-50 and detectron2's Mask R-CNN R-50-FPN at 550 x 550:
 Tables go to stdout; --output-dir gets benchmark.json, benchmark.md and, with accuracy results,
 ap_vs_latency.png. See yolact_d2/benchmark/ for what each number means.
 """
+import yolact_d2  # noqa: F401  (before detectron2: it imports detectron2 without avoidable warnings)
 import argparse
 
 import torch
@@ -31,7 +32,7 @@ def _tasks(value: str):
 def get_parser() -> argparse.ArgumentParser:
     d = BenchmarkSettings()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", nargs="+", default=list(d.configs),
+    p.add_argument("--configs", "--config-file", nargs="+", default=list(d.configs),
                    help="config files, or model_zoo:NAME for detectron2's model zoo (default: %(default)s)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu, cuda or cuda:N (default: %(default)s)")
@@ -44,15 +45,15 @@ def get_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated subset of {','.join(TASKS)} (default: all)")
     p.add_argument("--fixed-detections", type=int, default=d.fixed_detections,
                    help="detections per image of the equal-work mode (score threshold 0); 0: no such mode")
-    p.add_argument("--images", nargs="+", default=[], help="image files (resized to the input size) instead of "
-                   "synthetic images")
+    p.add_argument("--images", "--input", nargs="+", default=[],
+                   help="image files (resized to the input size) instead of synthetic images")
     p.add_argument("--train-batch-size", type=int, default=d.train_batch_size)
     p.add_argument("--eval-weights", nargs="+", metavar="CONFIG=WEIGHTS", type=str, default=None,
                    help="trained weights to evaluate (default: the embedded dataset's checkpoints, if present)")
     p.add_argument("--exported", metavar="PATH", help="also time this exported model (yolact_d2.export.ExportedYolact)")
     p.add_argument("--exported-config", help="config of --exported (default: the first YOLACT config)")
     p.add_argument("--num-threads", type=int, help="torch's CPU threads (default: torch's choice)")
-    p.add_argument("--output-dir", default=d.output_dir)
+    p.add_argument("--output-dir", "--output", default=d.output_dir, help="folder of the reports")
     p.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE",
                    help="config overrides applied to every config, e.g. MODEL.YOLACT.POSTPROCESS.NAME StandardNMS")
     return p

@@ -17,7 +17,9 @@ Convert weights of the original YOLACT (github.com/dbolya/yolact) into detectron
 
       python tools/convert_yolact_weights.py --backbone resnet101_reducedfc.pth output/original/resnet101_reducedfc.pth
 
-YOLACT++ checkpoints (deformable convs, mask re-scoring) are not supported yet and are refused.
+YOLACT++ checkpoints (``yolact_plus_base``, ``yolact_plus_resnet50``) convert the same way, the DCN biases folded
+into the norms after them. The DarkNet-53 model (``yolact_darknet53``) is not supported: there is no DarkNet
+backbone here.
 """
 import argparse
 import os
@@ -266,10 +268,10 @@ def convert_backbone(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Ten
 
 def build_original_model(model: str):
     """yolact_d2's model of ``configs/original/<model>.yaml`` on the CPU, randomly initialised."""
+    from yolact_d2 import add_yolact_config  # first: it imports detectron2 without avoidable warnings
+
     from detectron2.config import get_cfg
     from detectron2.modeling import build_model
-
-    from yolact_d2 import add_yolact_config
 
     cfg = get_cfg()
     add_yolact_config(cfg)

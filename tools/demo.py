@@ -4,14 +4,15 @@ Run YOLACT (or any detectron2 instance segmentation model) on images, a video or
 instances (masks, boxes, class names and scores) with detectron2's Visualizer. Flags are detectron2's demo's:
 
     python tools/demo.py --config-file configs/embedded/yolact_R_18_shapes.yaml \\
-        --input photo.jpg images/ 'more/*.png' --output out/ MODEL.WEIGHTS model_final.pth
-    python tools/demo.py --config-file ... --video-input clip.mp4 --output clip_out.mp4 MODEL.WEIGHTS ...
-    python tools/demo.py --config-file ... --webcam MODEL.WEIGHTS ...    # shown in a window: needs a display
+        --input photo.jpg images/ 'more/*.png' --output out/ --opts MODEL.WEIGHTS model_final.pth
+    python tools/demo.py --config-file ... --video-input clip.mp4 --output clip_out.mp4 --opts MODEL.WEIGHTS ...
+    python tools/demo.py --config-file ... --webcam --opts MODEL.WEIGHTS ...    # in a window: needs a display
     python tools/demo.py --config-file ... --dataset my_val val.json val_images/ --input val_images/ \\
-        --json-output detections.json DATASETS.TEST '("my_val",)' MODEL.YOLACT.NUM_CLASSES 3 MODEL.WEIGHTS ...
+        --json-output detections.json --opts DATASETS.TEST '("my_val",)' MODEL.YOLACT.NUM_CLASSES 3 MODEL.WEIGHTS ...
 
 * ``--input`` takes image files, glob patterns and folders (the images directly inside, sorted by name). Config
-  ``KEY VALUE`` pairs come last, after an option with one value or after ``--``.
+  overrides come last: ``--opts KEY VALUE ...`` (detectron2's demo), or the pairs alone after an option with one
+  value or after ``--``.
 * ``--output`` is a file when it names one (it has an extension) and there is one image or a video, else a
   folder (the input's name; ``.mp4`` for videos); missing folders are created. Videos are written with the
   mp4v codec. Without ``--output`` nor ``--json-output`` the results are shown in a window, which needs a
@@ -26,12 +27,14 @@ instances (masks, boxes, class names and scores) with detectron2's Visualizer. F
   folders), or of the frame in the video, from 1;
   ``category_id`` is the dataset's id of the class when the metadata of ``DATASETS.TEST[0]`` has
   ``thing_dataset_id_to_contiguous_id`` (COCO, ``--dataset``), else the class index + 1; ``bbox`` is XYWH in
-  pixels; ``segmentation`` a compressed RLE with ``counts`` as str; ``score``.
+  pixels; ``segmentation`` a compressed RLE with ``counts`` as str, or with ``--mask-format polygon`` a list of
+  ``[x1, y1, x2, y2, ...]`` polygons (:func:`yolact_d2.utils.instances_to_coco_dicts`); ``score``.
 
 Unreadable images are reported by name and skipped. Exit status: 0 when at least one image (or frame) was
 processed, even if others could not be read; 1 when none was, or the demo could not start (no display to show
 the results, a video that cannot be opened, an input that does not exist); 2 for invalid arguments.
 """
+import yolact_d2  # noqa: F401  (before detectron2: it imports detectron2 without avoidable warnings)
 import argparse
 import collections
 import glob
@@ -47,14 +50,14 @@ import tqdm
 
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
-from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import Visualizer
 
-from yolact_d2.config import load_yolact_config
+from yolact_d2.config import add_config_arguments, config_overrides, load_yolact_config
 from yolact_d2.data import add_dataset_argument, register_coco_dataset
-from yolact_d2.data.build import check_num_classes
+from yolact_d2.data.build import check_num_classes, config_num_classes
+from yolact_d2.utils import instances_to_coco_dicts
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 WINDOW_NAME = "YOLACT"
@@ -65,7 +68,7 @@ logger = logging.getLogger("detectron2.demo")
 
 def get_parser():
     parser = argparse.ArgumentParser(description="YOLACT demo: draw the instances found in images or videos")
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to config file")
+    add_config_arguments(parser)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", nargs="+", help="image files, glob patterns such as 'dir/*.jpg', or folders")
     source.add_argument("--video-input", metavar="FILE", help="path to a video file")
@@ -76,21 +79,21 @@ def get_parser():
     )
     parser.add_argument("--json-output", metavar="FILE", help="write the detections in COCO results format")
     parser.add_argument(
+        "--mask-format",
+        choices=["rle", "polygon"],
+        default="rle",
+        help="masks in --json-output: compressed RLE (default) or polygons",
+    )
+    parser.add_argument(
         "--confidence-threshold", type=float, default=0.5, help="minimum score of the instances shown"
     )
     add_dataset_argument(parser)
-    parser.add_argument(
-        "opts",
-        help="modify config options with space-separated 'PATH.KEY VALUE' pairs at the end of the command",
-        default=[],
-        nargs=argparse.REMAINDER,
-    )
     return parser
 
 
 def setup_cfg(args):
     """The config of the file and ``opts``, with the confidence threshold; checks the class count."""
-    cfg = load_yolact_config(args.config_file, args.opts)
+    cfg = load_yolact_config(args.config_file, config_overrides(args))
     cfg.MODEL.YOLACT.POSTPROCESS.SCORE_THRESH = args.confidence_threshold
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.confidence_threshold
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.confidence_threshold
@@ -106,12 +109,17 @@ class InstancePredictor:
     ``DATASETS.TEST[0]`` and its conversion to COCO results.
     """
 
-    def __init__(self, cfg, confidence_threshold: float):
+    def __init__(self, cfg, confidence_threshold: float, mask_format: str = "rle"):
         self.predictor = DefaultPredictor(cfg)
         self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
         self.confidence_threshold = confidence_threshold
+        self.mask_format = mask_format
         id_map = self.metadata.get("thing_dataset_id_to_contiguous_id")
-        self.dataset_ids = {i: dataset_id for dataset_id, i in id_map.items()} if id_map else None
+        self.class_ids = (
+            {i: dataset_id for dataset_id, i in id_map.items()}
+            if id_map
+            else {k: k + 1 for k in range(config_num_classes(cfg))}
+        )
 
     def __call__(self, image):
         """The instances, on the CPU, of a (H, W, 3) uint8 BGR image."""
@@ -120,11 +128,7 @@ class InstancePredictor:
 
     def coco_results(self, instances, image_id: int):
         """The instances as COCO results, with the dataset's category ids (see the module's docstring)."""
-        results = instances_to_coco_json(instances, image_id)
-        for result in results:
-            contiguous_id = result["category_id"]
-            result["category_id"] = self.dataset_ids[contiguous_id] if self.dataset_ids else contiguous_id + 1
-        return results
+        return instances_to_coco_dicts(instances, image_id, self.mask_format, self.class_ids)
 
 
 def has_display() -> bool:
@@ -276,7 +280,11 @@ def run_on_capture(predictor, args, results, show):
     """Open the video (or the webcam) and, with ``--output``, a video writer, and run on its frames."""
     capture = cv2.VideoCapture(0 if args.webcam else args.video_input)
     if not capture.isOpened():
-        sys.exit("Cannot open the webcam" if args.webcam else f"Cannot open the video {args.video_input}")
+        sys.exit(
+            "Cannot open the webcam (camera 0): no camera is present, or it is in use"
+            if args.webcam
+            else f"Cannot open the video {args.video_input}"
+        )
     source_name = "webcam" if args.webcam else os.path.splitext(os.path.basename(args.video_input))[0]
     writer = open_video_writer(args.output, source_name, capture) if args.output else None
     try:
@@ -308,7 +316,7 @@ def main(args) -> int:
     for name, json_file, image_root in args.dataset:
         register_coco_dataset(name, json_file, image_root)
     cfg = setup_cfg(args)
-    predictor = InstancePredictor(cfg, args.confidence_threshold)
+    predictor = InstancePredictor(cfg, args.confidence_threshold, args.mask_format)
     logger.info(f"Class names: {predictor.metadata.get('thing_classes', 'none (classes are drawn by index)')}")
     results = [] if args.json_output else None
     if args.input:

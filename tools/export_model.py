@@ -4,7 +4,7 @@ Export YOLACT / YOLACT++, post-processing included, to TorchScript or ONNX (the 
 ``tools/deploy/export_model.py``):
 
     python tools/export_model.py --config-file configs/yolact_R_50_FPN_550.yaml --format onnx \\
-        --output exported/ MODEL.WEIGHTS model_final.pth MODEL.DEVICE cpu
+        --output exported/ --opts MODEL.WEIGHTS model_final.pth MODEL.DEVICE cpu
 
 * ``--format torchscript`` writes ``model.ts``, ``--format onnx`` writes ``model.onnx`` (opset 19, weights
   inside); both are written with ``--export-method tracing`` (the default and only method: scripting is
@@ -12,14 +12,17 @@ Export YOLACT / YOLACT++, post-processing included, to TorchScript or ONNX (the 
 * The graph takes one image resized to the network input, (1, 3, S, S) float 0-255 in ``INPUT.FORMAT``, and
   returns ``boxes`` (D, 4) XYXY in input pixels, ``scores`` (D,), ``classes`` (D,) int64 and ``masks``
   (D, Hp, Wp) soft masks at prototype resolution, D varying with the image (:mod:`yolact_d2.export`).
-* ``--sample-image`` is the image the graph is recorded on (else a synthetic one): any image of the network
-  size gives the same graph. The exported file is then run on it and must find the eager model's detections.
+* Config overrides: ``--opts KEY VALUE ...`` last, or the pairs alone at the end (after ``--``).
+* ``--sample-image`` (or ``--input``) is the image the graph is recorded on (else a synthetic one): any image
+  of the network size gives the same graph. The exported file is then run on it and must find the eager
+  model's detections.
 * Configs that cannot be exported (a post-processor other than FastNMS, CrossClassFastNMS, StandardNMS;
   ``PRESERVE_ASPECT_RATIO``) stop the tool with a message. The TorchScript file runs on ``MODEL.DEVICE``.
 
 Exit status: 0 when the file was written and checked, 1 when the model cannot be exported or the check
 failed, 2 for invalid arguments.
 """
+import yolact_d2  # noqa: F401  (before detectron2: it imports detectron2 without avoidable warnings)
 import argparse
 import logging
 import os
@@ -33,7 +36,7 @@ from detectron2.data import detection_utils
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
-from yolact_d2.config import load_yolact_config
+from yolact_d2.config import add_config_arguments, config_overrides, load_yolact_config
 from yolact_d2.export import ExportedYolact, export_onnx, export_torchscript, preprocess_image
 
 # --format -> (file name, exporter)
@@ -44,16 +47,15 @@ logger = logging.getLogger("detectron2.export_model")
 
 def get_parser():
     parser = argparse.ArgumentParser(description="Export YOLACT with its post-processing to TorchScript or ONNX")
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to config file")
+    add_config_arguments(parser)
     parser.add_argument("--format", choices=sorted(FORMATS), default="torchscript", help="output format")
     parser.add_argument(
         "--export-method", choices=["tracing", "scripting"], default="tracing", help="method to export models"
     )
-    parser.add_argument("--sample-image", metavar="FILE", help="image to record the graph on (default: synthetic)")
-    parser.add_argument("--output", required=True, metavar="DIR", help="output directory for the exported model")
     parser.add_argument(
-        "opts", help="config KEY VALUE pairs, last (after --)", default=[], nargs=argparse.REMAINDER
+        "--sample-image", "--input", metavar="FILE", help="image to record the graph on (default: synthetic)"
     )
+    parser.add_argument("--output", required=True, metavar="DIR", help="output directory for the exported model")
     return parser
 
 
@@ -70,7 +72,7 @@ def parse_args(argv=None):
 
 
 def setup_cfg(args):
-    cfg = load_yolact_config(args.config_file, args.opts)
+    cfg = load_yolact_config(args.config_file, config_overrides(args))
     cfg.freeze()
     return cfg
 

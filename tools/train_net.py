@@ -13,6 +13,7 @@ A COCO-format dataset of your own is registered by ``--dataset NAME JSON_FILE IM
         --dataset my_val val.json val_images/ \
         DATASETS.TRAIN '("my_train",)' DATASETS.TEST '("my_val",)' MODEL.YOLACT.NUM_CLASSES 3
 """
+import yolact_d2  # noqa: F401  (before detectron2: it imports detectron2 without avoidable warnings)
 import detectron2.utils.comm as comm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch

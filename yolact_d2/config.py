@@ -1,10 +1,11 @@
 """Config keys of yolact_d2, added to a detectron2 config by :func:`add_yolact_config`."""
+import argparse
 from typing import List
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-__all__ = ["add_yolact_config", "load_yolact_config"]
+__all__ = ["add_yolact_config", "load_yolact_config", "add_config_arguments", "config_overrides"]
 
 
 def load_yolact_config(config_file: str, opts: List[str]) -> CN:
@@ -17,6 +18,30 @@ def load_yolact_config(config_file: str, opts: List[str]) -> CN:
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(opts[1:] if opts[:1] == ["--"] else opts)
     return cfg
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """
+    Add detectron2's config flags to a tool's parser: ``--config-file FILE`` (required) and the overrides as
+    ``--opts KEY VALUE ...`` (detectron2's demo: everything after the flag), or as ``KEY VALUE`` pairs at the
+    very end without it (detectron2's train_net). :func:`config_overrides` reads both back. Returns the parser.
+    """
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="path to config file")
+    parser.add_argument(
+        "--opts",
+        default=[],
+        nargs=argparse.REMAINDER,
+        metavar="KEY VALUE",
+        help="config overrides as space-separated 'PATH.KEY VALUE' pairs; everything after --opts",
+    )
+    parser.add_argument("trailing_opts", default=[], nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    return parser
+
+
+def config_overrides(args: argparse.Namespace) -> List[str]:
+    """The ``KEY VALUE`` list of a parser built with :func:`add_config_arguments`: ``--opts``, then trailing pairs."""
+    trailing = args.trailing_opts[1:] if args.trailing_opts[:1] == ["--"] else args.trailing_opts
+    return list(args.opts) + list(trailing)
 
 
 def add_yolact_config(cfg):
@@ -83,8 +108,7 @@ def add_yolact_config(cfg):
     # 3x3 conv + ReLU layers shared by the class, box and coefficient branches ("YolactDecoupledHead": one such
     # tower per branch).
     _C.MODEL.YOLACT.HEAD.SHARED_CONV_DIMS = [256]
-    # Norm after each shared conv, as MODEL.YOLACT.PROTONET.NORM (on the embedded dataset GN in the head, protonet
-    # and FPN did not help training from scratch: README).
+    # Norm after each shared conv, as MODEL.YOLACT.PROTONET.NORM.
     _C.MODEL.YOLACT.HEAD.NORM = ""
     # When > 0, the class conv starts with every foreground class at this softmax probability and the background
     # at the rest, at every anchor (RetinaNet's prior initialisation, for the focal loss); 0: zero biases.
@@ -161,8 +185,8 @@ def add_yolact_config(cfg):
 
     # Paper defaults of detectron2 keys that YOLACT reads.
     _C.TEST.DETECTIONS_PER_IMAGE = 100
-    # The trainer's optimizer: "SGD" (detectron2's, the paper's) or "ADAMW" (converges faster from scratch,
-    # used by the embedded-dataset configs), both with SOLVER.BASE_LR / WEIGHT_DECAY / CLIP_GRADIENTS.
+    # The trainer's optimizer: "SGD" (detectron2's, the paper's) or "ADAMW" (for training from scratch, as the
+    # embedded-dataset configs do), both with SOLVER.BASE_LR / WEIGHT_DECAY / CLIP_GRADIENTS.
     _C.SOLVER.OPTIMIZER = "SGD"
 
     # Training-time data augmentation of the YOLACT dataset mapper (SSD-style, as the original). Horizontal

@@ -100,3 +100,42 @@ def test_webcam_without_display_nor_output_is_a_clear_error(demo, monkeypatch):
     with pytest.raises(SystemExit) as e:
         _run_demo(demo, ["--webcam"])
     assert "needs a display" in str(e.value.code) and "--output" in str(e.value.code)
+
+
+def test_opts_flag_and_trailing_pairs_are_applied(demo):
+    parser = demo.get_parser()
+    cfg = demo.setup_cfg(parser.parse_args(["--config-file", CONFIG, "--input", "a.png", "--opts", "MODEL.WEIGHTS",
+                                            "x.pth", "MODEL.YOLACT.INPUT_SIZE", "96"]))
+    assert cfg.MODEL.WEIGHTS == "x.pth" and cfg.MODEL.YOLACT.INPUT_SIZE == 96
+    cfg = demo.setup_cfg(parser.parse_args(["--config-file", CONFIG, "--input", "a.png", "--output", "out",
+                                            "MODEL.WEIGHTS", "y.pth"]))
+    assert cfg.MODEL.WEIGHTS == "y.pth"
+
+
+def test_json_output_with_polygon_masks(demo, images, tmp_path, one_thread):
+    folder, gt_json = images
+    json_output = tmp_path / "polygons.json"
+    assert _run_demo(demo, ["--input", os.path.join(folder, "000000.png"), "--json-output", str(json_output),
+                            "--mask-format", "polygon"]) == 0
+    with contextlib.redirect_stdout(io.StringIO()):
+        anns = list(COCO(gt_json).loadRes(str(json_output)).anns.values())
+    assert anns and {a["image_id"] for a in anns} == {1}
+    for ann in anns:
+        assert isinstance(ann["segmentation"], list)
+        assert all(len(polygon) >= 6 and len(polygon) % 2 == 0 for polygon in ann["segmentation"])
+
+
+def test_webcam_without_a_camera_is_a_clear_error(demo, monkeypatch, tmp_path):
+    opened = []
+
+    class NoCamera:
+        def __init__(self, source):
+            opened.append(source)
+
+        def isOpened(self):
+            return False
+
+    monkeypatch.setattr(demo.cv2, "VideoCapture", NoCamera)
+    with pytest.raises(SystemExit) as e:
+        _run_demo(demo, ["--webcam", "--output", str(tmp_path / "cam.mp4")])
+    assert opened == [0] and "Cannot open the webcam (camera 0)" in str(e.value.code)

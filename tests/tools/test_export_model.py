@@ -57,3 +57,10 @@ def test_a_config_that_cannot_be_exported_stops_with_its_reason(tool, tmp_path, 
         _export(tool, args)
     assert "PRESERVE_ASPECT_RATIO=True cannot be exported" in str(e.value.code)
     assert os.listdir(tmp_path / "out") == []
+
+
+def test_opts_flag_is_applied(tool, tmp_path):
+    args = tool.parse_args(["--config-file", CONFIG, "--output", str(tmp_path), "--input", "sample.png",
+                            "--opts", "MODEL.WEIGHTS", "x.pth", "MODEL.YOLACT.INPUT_SIZE", "96"])
+    cfg = tool.setup_cfg(args)
+    assert cfg.MODEL.WEIGHTS == "x.pth" and cfg.MODEL.YOLACT.INPUT_SIZE == 96 and args.sample_image == "sample.png"

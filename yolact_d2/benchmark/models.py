@@ -10,13 +10,16 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch import nn
 
-from detectron2 import model_zoo
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
 
 from ..config import add_yolact_config
+from ..quiet_imports import quiet_third_party_imports
+
+with quiet_third_party_imports():  # detectron2.model_zoo imports the deprecated pkg_resources
+    from detectron2 import model_zoo
 
 __all__ = [
     "MODEL_ZOO_PREFIX",

@@ -73,8 +73,8 @@ def build_step_trainer(model, data_loader, optimizer, *, amp: bool, device: str)
     The loop that runs each iteration: SimpleTrainer in float32, or with ``amp`` (``SOLVER.AMP.ENABLED``) mixed
     precision, by detectron2's AMPTrainer on CUDA (float16) or :class:`AutocastTrainer` on a CPU with native
     bfloat16. ``device``: the model's (``MODEL.DEVICE``).
-    A CPU without it would emulate bfloat16 (the embedded config: 16.8 s per iteration against 1.10 in float32
-    on a 2-core AMD EPYC), so there the run trains in float32, with a warning.
+    A CPU without it would emulate bfloat16, many times slower than float32, so there the run trains in float32,
+    with a warning.
     """
     if not amp:
         return SimpleTrainer(model, data_loader, optimizer)
@@ -83,7 +83,7 @@ def build_step_trainer(model, data_loader, optimizer, *, amp: bool, device: str)
     if not cpu_has_native_bfloat16():
         logger.warning(
             "SOLVER.AMP.ENABLED, but this CPU has no native bfloat16 (AVX512-BF16 / AMX): emulated, it would run "
-            "~15x slower than float32, so this run trains in float32"
+            "many times slower than float32, so this run trains in float32"
         )
         return SimpleTrainer(model, data_loader, optimizer)
     return AutocastTrainer(model, data_loader, optimizer, device_type="cpu", precision=torch.bfloat16)

@@ -1,7 +1,7 @@
 """
 Deformable convolutions that run everywhere: detectron2's compiled ops when they are available and the
 input is on a GPU; on a CPU :func:`sampled_deform_conv2d` (bilinear sampling by ``F.grid_sample``, then one
-matrix product), whose backward pass is 3-4x faster there than torchvision's CPU kernel; otherwise (a CUDA
+matrix product), whose backward pass is faster there than torchvision's CPU kernel; otherwise (a CUDA
 input without detectron2's ``_C``, where detectron2's own ``DeformConv`` classes cannot even be built, and
 while tracing or exporting) ``torchvision.ops.deform_conv2d``, which exports to ONNX's ``DeformConv``.
 

@@ -287,7 +287,7 @@ def masks_to_image(
         rows = top[:, None] + torch.arange(win_h, device=masks.device)
         cols = left[:, None] + torch.arange(win_w, device=masks.device)
         windows = _resize_windows(masks[idx], rows, cols, scale_h, scale_w) > threshold
-        # One slice copy per mask: on a CPU, an index_put_ of all the windows at once is ten times slower.
+        # One slice copy per mask: on a CPU, an index_put_ of all the windows at once is much slower.
         for i, y, x, window in zip(idx.tolist(), top.tolist(), left.tolist(), windows):
             result[i, y : y + win_h, x : x + win_w] = window
     return result

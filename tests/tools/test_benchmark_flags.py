@@ -1,0 +1,16 @@
+"""tools/benchmark.py takes detectron2's flags: --config-file, --input, --output, --opts."""
+import os
+
+from yolact_d2.benchmark.models import benchmark_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIG = os.path.join(ROOT, "configs", "embedded", "yolact_R_18_shapes.yaml")
+
+
+def test_detectron2_flags_are_parsed_and_applied(load_tool):
+    args = load_tool("benchmark.py").get_parser().parse_args(
+        ["--config-file", CONFIG, "--input", "a.png", "--output", "out", "--opts", "MODEL.WEIGHTS", "x.pth"]
+    )
+    assert args.configs == [CONFIG] and args.images == ["a.png"] and args.output_dir == "out"
+    cfg = benchmark_config(args.configs[0], device="cpu", input_size=96, opts=args.opts)
+    assert cfg.MODEL.WEIGHTS == "x.pth" and cfg.MODEL.YOLACT.INPUT_SIZE == 96

@@ -1,0 +1,91 @@
+"""
+Detections as COCO-style dicts, for programs that consume them without files: the format of COCO's results
+json (``COCO.loadRes``), with masks as compressed RLE or as polygons.
+"""
+from typing import Dict, List, Optional, Sequence, Union
+
+import cv2
+import numpy as np
+
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
+from detectron2.structures import Instances
+
+__all__ = ["instances_to_coco_dicts", "mask_to_polygons"]
+
+MASK_FORMATS = ("rle", "polygon")
+
+
+def instances_to_coco_dicts(
+    instances: Instances,
+    image_id: int,
+    mask_format: str = "rle",
+    class_ids: Optional[Union[Sequence[int], Dict[int, int]]] = None,
+) -> List[Dict]:
+    """
+    One COCO result dict per instance of a model's output, e.g. ``model([...])[0]["instances"].to("cpu")``.
+
+    Args:
+        instances: detectron2 ``Instances`` on the CPU with ``pred_boxes`` (XYXY, pixels of the image),
+            ``scores``, ``pred_classes`` (contiguous, 0..C-1) and optionally ``pred_masks`` ((N, H, W) bool).
+        image_id: the ``image_id`` of every dict.
+        mask_format: "rle" (a compressed RLE, ``counts`` as str, as detectron2's COCOEvaluator writes) or
+            "polygon" (a list of ``[x1, y1, x2, y2, ...]`` outlines in pixel coordinates, see
+            :func:`mask_to_polygons`).
+        class_ids: ``class_ids[k]`` is the ``category_id`` written for class ``k`` (e.g. the dataset's ids, the
+            inverse of ``thing_dataset_id_to_contiguous_id``); None writes ``k``.
+
+    Returns:
+        list[dict]: ``image_id``, ``category_id``, ``bbox`` (XYWH, pixels), ``score`` and, with masks,
+        ``segmentation``; an empty list without instances.
+    """
+    if mask_format not in MASK_FORMATS:
+        raise ValueError(f"mask_format must be one of {MASK_FORMATS}; got '{mask_format}'")
+    has_masks = instances.has("pred_masks")
+    if mask_format == "polygon" and has_masks:
+        fields = {k: v for k, v in instances.get_fields().items() if k != "pred_masks"}
+        results = instances_to_coco_json(Instances(instances.image_size, **fields), image_id)
+        for result, mask in zip(results, instances.pred_masks):
+            result["segmentation"] = mask_to_polygons(np.asarray(mask))
+    else:
+        results = instances_to_coco_json(instances, image_id)
+    if class_ids is not None:
+        for result in results:
+            result["category_id"] = int(class_ids[result["category_id"]])
+    return results
+
+
+def mask_to_polygons(mask: np.ndarray) -> List[List[float]]:
+    """
+    The outlines of a binary (H, W) mask as COCO polygons: one ``[x1, y1, x2, y2, ...]`` list per connected
+    part, in pixel coordinates (x right, y down, a pixel's centre at integer + 0.5). COCO rasterises each
+    polygon by the even-odd rule and merges the polygons of an annotation, so a part's holes are kept by
+    joining each hole to the part's outline with a cut that goes there and back along the same line. Parts
+    of fewer than three outline points (one or two isolated pixels) are left out.
+    """
+    contours, hierarchy = cv2.findContours(
+        np.ascontiguousarray(mask, dtype=np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE
+    )
+    if hierarchy is None:
+        return []
+    parents = hierarchy[0][:, 3]
+    polygons = []
+    for i, contour in enumerate(contours):
+        if parents[i] >= 0:
+            continue  # a hole, spliced into its outline below
+        outline = contour[:, 0, :].astype(np.float64)
+        for j in np.flatnonzero(parents == i):
+            outline = _splice_hole(outline, contours[j][:, 0, :].astype(np.float64))
+        if len(outline) >= 3:
+            polygons.append((outline + 0.5).ravel().tolist())
+    return polygons
+
+
+def _splice_hole(outline: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """
+    (P, 2) outline and (Q, 2) hole -> one (P + Q + 2, 2) closed path: along the outline to the point nearest
+    the hole, around the hole from its nearest point back to that point, then back to the outline.
+    """
+    distances = ((outline[:, None, :] - hole[None, :, :]) ** 2).sum(-1)
+    i, j = np.unravel_index(np.argmin(distances), distances.shape)
+    around_hole = np.concatenate([hole[j:], hole[: j + 1]])
+    return np.concatenate([outline[: i + 1], around_hole, outline[i:]])
