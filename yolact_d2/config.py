@@ -164,6 +164,12 @@ def add_yolact_config(cfg):
     # used by the embedded-dataset configs), both with SOLVER.BASE_LR / WEIGHT_DECAY / CLIP_GRADIENTS.
     _C.SOLVER.OPTIMIZER = "SGD"
 
+    # Training only: an image file that cannot be read (corrupt, truncated, deleted after the dataset was loaded)
+    # is skipped with a warning naming it, another image taking its place (True), or stops training with an error
+    # naming it (False). Evaluation always stops: it must see every image. Missing files and invalid annotations
+    # are errors when the loader is built, before the first iteration (yolact_d2/data/validation.py).
+    _C.DATALOADER.SKIP_CORRUPT_IMAGES = False
+
     # Training-time data augmentation of the YOLACT dataset mapper (SSD-style, as the original). Horizontal
     # flipping follows detectron2's INPUT.RANDOM_FLIP ("horizontal" or "none"); evaluation uses none of these.
     _C.MODEL.YOLACT.AUGMENTATION = CN()
