@@ -1,5 +1,7 @@
 """Config keys of yolact_d2, added to a detectron2 config by :func:`add_yolact_config`."""
-from typing import List
+import contextlib
+import difflib
+from typing import Iterator, List
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
@@ -11,12 +13,40 @@ def load_yolact_config(config_file: str, opts: List[str]) -> CN:
     """
     detectron2's default config + :func:`add_yolact_config`, merged with ``config_file`` and the ``KEY VALUE``
     list ``opts`` (a leading "--", which argparse leaves in a REMAINDER list, is dropped). Not frozen.
+
+    Raises:
+        KeyError: for a key that is not in the config, naming it and the closest existing keys.
     """
     cfg = get_cfg()
     add_yolact_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(opts[1:] if opts[:1] == ["--"] else opts)
+    with _unknown_keys_named(cfg, config_file):
+        cfg.merge_from_file(config_file)
+    with _unknown_keys_named(cfg, "the command-line options"):
+        cfg.merge_from_list(opts[1:] if opts[:1] == ["--"] else opts)
     return cfg
+
+
+@contextlib.contextmanager
+def _unknown_keys_named(cfg: CN, source: str):
+    """Re-raise yacs' error for a key that is not in ``cfg`` with its ``source`` and the closest existing keys."""
+    try:
+        yield
+    except (KeyError, AssertionError) as e:  # yacs: KeyError from a file, AssertionError from a list
+        message = str(e.args[0]) if e.args else ""
+        if not message.startswith("Non-existent"):
+            raise
+        close = difflib.get_close_matches(message.rsplit(" ", 1)[-1], list(_full_keys(cfg)), n=3, cutoff=0.8)
+        hint = f"did you mean {' or '.join(close)}?" if close else "no key of detectron2 or add_yolact_config is close"
+        raise KeyError(f"{message} (in {source}): {hint}") from e
+
+
+def _full_keys(node: CN, prefix: str = "") -> Iterator[str]:
+    """Every leaf key of a config, dotted (``MODEL.YOLACT.NUM_CLASSES``)."""
+    for name, value in node.items():
+        if isinstance(value, CN):
+            yield from _full_keys(value, f"{prefix}{name}.")
+        else:
+            yield prefix + name
 
 
 def add_yolact_config(cfg):

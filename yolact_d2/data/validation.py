@@ -35,8 +35,8 @@ MAX_NAMED = 5
 def load_dataset(name: str) -> List[Dict]:
     """
     The records of the registered dataset ``name`` (``DatasetCatalog.get``). When loading fails, or gives no
-    images, and the dataset has a ``json_file`` in its metadata, the file is checked as a COCO instances json,
-    so that the error names the file and the JSON error position or the missing key.
+    images or no annotations, and the dataset has a ``json_file`` in its metadata, the file is checked as a COCO
+    instances json, so that the error names the file and the JSON error position or the missing key.
     """
     check_registered(name)
     try:
@@ -47,6 +47,8 @@ def load_dataset(name: str) -> List[Dict]:
     if len(dicts) == 0:
         _check_json_file(name)
         raise ValueError(f"Dataset '{name}' has no images")
+    if not any(d.get("annotations") for d in dicts):  # legitimate for inference only; a json may lack the key
+        _check_json_file(name)
     return dicts
 
 
