@@ -41,12 +41,11 @@ def _unknown_keys_named(cfg: CN, source: str):
 
 
 def _full_keys(node: CN, prefix: str = "") -> Iterator[str]:
-    """Every leaf key of a config, dotted (``MODEL.YOLACT.NUM_CLASSES``)."""
+    """Every key of a config, dotted: the nodes (``MODEL.YOLACT``) and the leaves (``MODEL.YOLACT.NUM_CLASSES``)."""
     for name, value in node.items():
+        yield prefix + name
         if isinstance(value, CN):
             yield from _full_keys(value, f"{prefix}{name}.")
-        else:
-            yield prefix + name
 
 
 def add_yolact_config(cfg):
