@@ -99,7 +99,7 @@ def _get(cfg, key):
 def test_unknown_keys_name_the_key_its_source_and_the_closest_keys(tmp_path):
     base = os.path.join(ROOT, "configs", "Base-YOLACT.yaml")
     with pytest.raises(KeyError, match=r"Non-existent key: MODEL.YOLACT.NUM_PROTOTYPE \(in the command-line options\)"
-                       r": did you mean MODEL.YOLACT.NUM_PROTOTYPES\?"):
+                       r": did you mean MODEL.YOLACT.NUM_PROTOTYPES or "):
         load_yolact_config(base, ["--", "MODEL.YOLACT.NUM_PROTOTYPE", "4"])
     bad = tmp_path / "bad.yaml"
     bad.write_text(f'_BASE_: "{base}"\nMODEL:\n  YOLACT:\n    ANCHORS:\n      SQUARE: True\n')
