@@ -8,6 +8,7 @@ import pytest
 from detectron2.config import get_cfg
 
 from yolact_d2 import add_yolact_config
+from yolact_d2.config import load_yolact_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yaml"), recursive=True))
@@ -93,3 +94,17 @@ def _get(cfg, key):
     for name in key.split("."):
         cfg = cfg[name]
     return cfg
+
+
+def test_unknown_keys_name_the_key_its_source_and_the_closest_keys(tmp_path):
+    base = os.path.join(ROOT, "configs", "Base-YOLACT.yaml")
+    with pytest.raises(KeyError, match=r"Non-existent key: MODEL.YOLACT.NUM_PROTOTYPE \(in the command-line options\)"
+                       r": did you mean MODEL.YOLACT.NUM_PROTOTYPES or "):
+        load_yolact_config(base, ["--", "MODEL.YOLACT.NUM_PROTOTYPE", "4"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f'_BASE_: "{base}"\nMODEL:\n  YOLACT:\n    ANCHORS:\n      SQUARE: True\n')
+    with pytest.raises(KeyError, match=rf"Non-existent config key: MODEL.YOLACT.ANCHORS \(in {bad}\): did you mean "
+                       r"MODEL.YOLACT.ANCHOR or "):
+        load_yolact_config(str(bad), [])
+    with pytest.raises(KeyError, match="XYZZY .*no key of detectron2 or add_yolact_config is close"):
+        load_yolact_config(base, ["XYZZY", "1"])

@@ -1,6 +1,8 @@
 """Config keys of yolact_d2, added to a detectron2 config by :func:`add_yolact_config`."""
 import argparse
-from typing import List
+import contextlib
+import difflib
+from typing import Iterator, List
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
@@ -12,11 +14,16 @@ def load_yolact_config(config_file: str, opts: List[str]) -> CN:
     """
     detectron2's default config + :func:`add_yolact_config`, merged with ``config_file`` and the ``KEY VALUE``
     list ``opts`` (a leading "--", which argparse leaves in a REMAINDER list, is dropped). Not frozen.
+
+    Raises:
+        KeyError: for a key that is not in the config, naming it and the closest existing keys.
     """
     cfg = get_cfg()
     add_yolact_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(opts[1:] if opts[:1] == ["--"] else opts)
+    with _unknown_keys_named(cfg, config_file):
+        cfg.merge_from_file(config_file)
+    with _unknown_keys_named(cfg, "the command-line options"):
+        cfg.merge_from_list(opts[1:] if opts[:1] == ["--"] else opts)
     return cfg
 
 
@@ -42,6 +49,28 @@ def config_overrides(args: argparse.Namespace) -> List[str]:
     """The ``KEY VALUE`` list of a parser built with :func:`add_config_arguments`: ``--opts``, then trailing pairs."""
     trailing = args.trailing_opts[1:] if args.trailing_opts[:1] == ["--"] else args.trailing_opts
     return list(args.opts) + list(trailing)
+
+
+@contextlib.contextmanager
+def _unknown_keys_named(cfg: CN, source: str):
+    """Re-raise yacs' error for a key that is not in ``cfg`` with its ``source`` and the closest existing keys."""
+    try:
+        yield
+    except (KeyError, AssertionError) as e:  # yacs: KeyError from a file, AssertionError from a list
+        message = str(e.args[0]) if e.args else ""
+        if not message.startswith("Non-existent"):
+            raise
+        close = difflib.get_close_matches(message.rsplit(" ", 1)[-1], list(_full_keys(cfg)), n=3, cutoff=0.8)
+        hint = f"did you mean {' or '.join(close)}?" if close else "no key of detectron2 or add_yolact_config is close"
+        raise KeyError(f"{message} (in {source}): {hint}") from e
+
+
+def _full_keys(node: CN, prefix: str = "") -> Iterator[str]:
+    """Every key of a config, dotted: the nodes (``MODEL.YOLACT``) and the leaves (``MODEL.YOLACT.NUM_CLASSES``)."""
+    for name, value in node.items():
+        yield prefix + name
+        if isinstance(value, CN):
+            yield from _full_keys(value, f"{prefix}{name}.")
 
 
 def add_yolact_config(cfg):
@@ -188,6 +217,12 @@ def add_yolact_config(cfg):
     # The trainer's optimizer: "SGD" (detectron2's, the paper's) or "ADAMW" (for training from scratch, as the
     # embedded-dataset configs do), both with SOLVER.BASE_LR / WEIGHT_DECAY / CLIP_GRADIENTS.
     _C.SOLVER.OPTIMIZER = "SGD"
+
+    # Training only: an image file that cannot be read (corrupt, truncated, deleted after the dataset was loaded)
+    # is skipped with a warning naming it, another image taking its place (True), or stops training with an error
+    # naming it (False). Evaluation always stops: it must see every image. Missing files and invalid annotations
+    # are errors when the loader is built, before the first iteration (yolact_d2/data/validation.py).
+    _C.DATALOADER.SKIP_CORRUPT_IMAGES = False
 
     # Training-time data augmentation of the YOLACT dataset mapper (SSD-style, as the original). Horizontal
     # flipping follows detectron2's INPUT.RANDOM_FLIP ("horizontal" or "none"); evaluation uses none of these.

@@ -1,4 +1,6 @@
 """Tests of YolactDatasetMapper on small synthetic images with hand-computed expectations."""
+import logging
+
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
@@ -381,3 +383,18 @@ def test_build_augmentation_follows_config():
     assert dihedral[1].prob == 0.5
     assert isinstance(dihedral[1].aug.get_transform(np.zeros((2, 3, 3), np.uint8)), TransposeTransform)
 
+
+
+def test_unreadable_image_is_skipped_in_training_with_skip_corrupt_images_only(tmp_path, caplog):
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG not an image")
+    dataset_dict = dict(make_dataset_dict(tmp_path, 32, 64, RECTS), file_name=str(corrupt))
+    cfg = make_cfg(64)
+    cfg.DATALOADER.SKIP_CORRUPT_IMAGES = True
+    with caplog.at_level(logging.WARNING, logger="yolact_d2"):
+        assert YolactDatasetMapper(cfg, is_train=True)(dataset_dict) is None
+    assert f"Skipping an image that cannot be read (DATALOADER.SKIP_CORRUPT_IMAGES): Cannot read image {corrupt}" in (
+        caplog.text
+    )
+    with pytest.raises(OSError, match="corrupt.png"):  # evaluation must see every image
+        YolactDatasetMapper(cfg, is_train=False)(dataset_dict)

@@ -1,4 +1,5 @@
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -6,13 +7,13 @@ import sys
 import pytest
 import torch
 
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import SimpleTrainer
 from detectron2.evaluation import inference_on_dataset
 from detectron2.solver.build import get_default_optimizer_params
 from detectron2.structures import BitMasks, Boxes, Instances
 
-from yolact_d2.data import YolactDatasetMapper
+from yolact_d2.data import YolactDatasetMapper, register_coco_dataset
 from yolact_d2.engine import AutocastTrainer, YolactTrainer
 from yolact_d2.engine import trainer as trainer_module
 
@@ -177,6 +178,60 @@ def test_evaluation_of_perfect_predictions_gives_ap_100(cfg, tiny_dataset, tmp_p
     results = inference_on_dataset(Oracle(), loader, evaluator)
     assert results["bbox"]["AP"] == pytest.approx(100.0)
     assert results["segm"]["AP"] == pytest.approx(100.0)
+
+
+def _write_non_contiguous_dataset(root):
+    """Two 40 x 60 images, one rectangle (RLE) of each of the categories with ids 42, 3, 7; returns the json."""
+    import cv2
+    import numpy as np
+    from pycocotools import mask as mask_util
+
+    images, annotations = [], []
+    for image_id in (1, 2):
+        images.append({"id": image_id, "file_name": f"im{image_id}.png", "height": 40, "width": 60})
+        cv2.imwrite(str(root / f"im{image_id}.png"), np.full((40, 60, 3), 50 * image_id, np.uint8))
+        for k, category_id in enumerate((42, 3, 7)):
+            x, y = 4 + 18 * k, 4 + 10 * (image_id - 1)
+            mask = np.zeros((40, 60), np.uint8, order="F")
+            mask[y:y + 12, x:x + 14] = 1
+            rle = mask_util.encode(mask)
+            rle["counts"] = rle["counts"].decode()
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category_id,
+                                "bbox": [x, y, 14, 12], "area": 168, "iscrowd": 0, "segmentation": rle})
+    categories = [{"id": c, "name": f"c{c}"} for c in (42, 3, 7)]
+    (root / "instances.json").write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
+    return str(root / "instances.json")
+
+
+def test_non_contiguous_category_ids_train_as_0_to_c_minus_1_and_evaluate_as_the_dataset_ids(cfg, tmp_path):
+    name = "test_non_contiguous_ids"
+    register_coco_dataset(name, _write_non_contiguous_dataset(tmp_path), str(tmp_path))
+    try:
+        cfg = _train_cfg(cfg, name, tmp_path / "output", 1)
+        cfg.MODEL.YOLACT.NUM_CLASSES = 3
+        dicts = DatasetCatalog.get(name)
+        # Sorted ids 3, 7, 42 -> classes 0, 1, 2: the annotations (42, 3, 7) of each image become (2, 0, 1).
+        assert [[a["category_id"] for a in d["annotations"]] for d in dicts] == [[2, 0, 1], [2, 0, 1]]
+        perfect = _perfect_outputs(dicts)
+
+        class Oracle(torch.nn.Module):
+            def forward(self, inputs):
+                return [{"instances": perfect[x["image_id"]]} for x in inputs]
+
+        results = inference_on_dataset(
+            Oracle(), YolactTrainer.build_test_loader(cfg, name), YolactTrainer.build_evaluator(cfg, name)
+        )
+        assert results["bbox"]["AP"] == pytest.approx(100.0) and results["segm"]["AP"] == pytest.approx(100.0)
+        assert results["segm"]["AP-c42"] == pytest.approx(100.0)
+        written = json.loads((tmp_path / "output" / "inference" / name / "coco_instances_results.json").read_text())
+        assert sorted((r["image_id"], r["category_id"]) for r in written) == [
+            (i, c) for i in (1, 2) for c in (3, 7, 42)
+        ]
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
 
 
 def test_two_process_gloo_training_with_train_net(tmp_path):

@@ -238,3 +238,67 @@ def test_positive_anchors_and_trained_masks_per_image_go_to_the_event_storage(cf
     assert latest["num_pos_anchors"][0] == 1.5 and latest["num_masks_trained"][0] == 1.0
     outside_storage = loss(predictions, gts, crowds, build_box2box_transform(cfg))  # no storage: nothing recorded
     assert set(outside_storage) == {"loss_cls", "loss_box_reg", "loss_mask"}
+
+
+def _empty_image_inputs(num_images):
+    """Random predictions for ``num_images`` 32 x 32 images on 6 anchors (anchor 0 on image 0's only object)."""
+    g = torch.Generator().manual_seed(3)
+    predictions = {
+        "cls_logits": torch.randn(num_images, 6, 4, generator=g),
+        "box_deltas": torch.randn(num_images, 6, 4, generator=g) * 0.1,
+        "coefs": torch.randn(num_images, 6, 4, generator=g),
+        "prototypes": torch.rand(num_images, 4, 8, 8, generator=g),
+        "features": torch.randn(num_images, 4, 4, 4, generator=g),
+        "anchors": torch.tensor(
+            [[4.0, 4.0, 20.0, 20.0], [16.0, 16.0, 32.0, 32.0], [0.0, 16.0, 16.0, 32.0], [16.0, 0.0, 32.0, 16.0],
+             [8.0, 8.0, 24.0, 24.0], [0.0, 0.0, 32.0, 32.0]]
+        ),
+    }
+    image = Instances((32, 32), gt_boxes=Boxes(torch.tensor([[4.0, 4.0, 20.0, 20.0]])), gt_classes=torch.tensor([1]))
+    masks = torch.zeros(1, 32, 32, dtype=torch.bool)
+    masks[0, 4:20, 4:20] = True
+    image.gt_masks = BitMasks(masks)
+    return predictions, image
+
+
+def _images(predictions, index):
+    """The predictions of the images ``index`` (a slice); the anchors are shared."""
+    per_image = {k: v[index] for k, v in predictions.items() if k != "anchors"}
+    return dict(per_image, anchors=predictions["anchors"])
+
+
+def _with_sem_seg(head, predictions):
+    """``predictions`` with the semantic-segmentation head's logits of its p3 ``features``."""
+    return dict(predictions, sem_seg_logits=head({"p3": predictions["features"]}))
+
+
+@pytest.mark.parametrize("crowd", [False, True], ids=["no annotation", "crowd only"])
+def test_images_without_objects_add_only_background_semantic_loss(cfg, crowd):
+    from detectron2.layers import ShapeSpec
+    loss = _loss_module(cfg)
+    head = YolactSemSegHead(cfg, {"p3": ShapeSpec(channels=4, stride=8)})
+    empty = Instances((32, 32), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.int64),
+                      gt_masks=BitMasks(torch.zeros(0, 32, 32, dtype=torch.bool)))
+    no_crowd = Boxes(torch.zeros(0, 4))
+    empty_crowd = Boxes(torch.tensor([[0.0, 0.0, 32.0, 32.0]])) if crowd else no_crowd
+    predictions, image = _empty_image_inputs(2)
+    transform = build_box2box_transform(cfg)
+    both = loss(_with_sem_seg(head, predictions), [image, empty], [no_crowd, empty_crowd], transform)
+    alone = loss(_with_sem_seg(head, _images(predictions, slice(0, 1))), [image], [no_crowd], transform)
+    # Class (OHEM: 3 negatives per positive of the same image), box and mask terms: the empty image adds nothing.
+    for key in ("loss_cls", "loss_box_reg", "loss_mask"):
+        assert both[key].item() == pytest.approx(alone[key].item(), rel=1e-6), key
+    assert alone["loss_cls"] > 0 and alone["loss_mask"] > 0
+    # Semantic term: the mean over images; the empty one is trained towards background everywhere.
+    weight = cfg.MODEL.YOLACT.LOSS.SEM_SEG_WEIGHT
+    logits = head.conv(predictions["features"][1:])
+    background = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits), reduction="sum") / 16
+    expected = (alone["loss_sem_seg"].item() / weight + background.item()) / 2
+    assert both["loss_sem_seg"].item() == pytest.approx(expected * weight, rel=1e-5)
+    # A batch of empty images only: zeros that still backpropagate.
+    only_empty = _with_sem_seg(head, _images(predictions, slice(1, 2)))
+    only_empty["cls_logits"].requires_grad_()
+    losses = loss(only_empty, [empty], [empty_crowd], transform)
+    assert [losses[k].item() for k in ("loss_cls", "loss_box_reg", "loss_mask")] == [0.0, 0.0, 0.0]
+    sum(losses.values()).backward()
+    assert only_empty["cls_logits"].grad is not None

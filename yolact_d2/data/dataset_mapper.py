@@ -1,7 +1,7 @@
 """The dataset mapper of YOLACT: reads an image and its annotations, augments them and builds the model inputs."""
 import copy
 import logging
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -22,6 +22,8 @@ from .transforms import (
 )
 
 __all__ = ["YolactDatasetMapper", "build_yolact_augmentation", "transform_annotations"]
+
+logger = logging.getLogger(__name__)
 
 
 def build_yolact_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
@@ -125,6 +127,10 @@ class YolactDatasetMapper:
     3. resize to the square network input (and pad, with ``PRESERVE_ASPECT_RATIO``);
     4. in training, build the ground truth (:func:`transform_annotations`); at test time drop the annotations.
 
+    An image that cannot be read (a missing, corrupt or truncated file) raises an ``OSError`` naming the file;
+    in training with ``DATALOADER.SKIP_CORRUPT_IMAGES`` the mapper instead logs a warning naming it and returns
+    None, on which detectron2's ``MapDataset`` maps another image of the dataset in its place.
+
     The output dict keeps the input's keys (``file_name``, ``image_id``, ``height`` and ``width`` of the
     original image, so that predictions are rendered at that size) and adds:
 
@@ -135,18 +141,28 @@ class YolactDatasetMapper:
     """
 
     @configurable
-    def __init__(self, is_train: bool, *, augmentations: List[T.Augmentation], image_format: str):
+    def __init__(
+        self,
+        is_train: bool,
+        *,
+        augmentations: List[T.Augmentation],
+        image_format: str,
+        skip_unreadable_images: bool = False,
+    ):
         """
         Args:
             is_train: whether to build the ground truth (annotations are dropped otherwise).
             augmentations: applied in order; the last one must resize to the network input.
             image_format: format of the images, as accepted by :func:`detection_utils.read_image`.
+            skip_unreadable_images: return None, with a warning, for an image that cannot be read, rather than
+                raise; for training only: an evaluation must see every image.
         """
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
         self.image_format = image_format
+        self.skip_unreadable_images = skip_unreadable_images
         mode = "training" if is_train else "inference"
-        logging.getLogger(__name__).info(f"[YolactDatasetMapper] Augmentations used in {mode}: {augmentations}")
+        logger.info(f"[YolactDatasetMapper] Augmentations used in {mode}: {augmentations}")
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -154,6 +170,7 @@ class YolactDatasetMapper:
             "is_train": is_train,
             "augmentations": build_yolact_augmentation(cfg, is_train),
             "image_format": cfg.INPUT.FORMAT,
+            "skip_unreadable_images": is_train and cfg.DATALOADER.SKIP_CORRUPT_IMAGES,
         }
 
     def _read_image(self, dataset_dict: dict) -> np.ndarray:
@@ -166,16 +183,23 @@ class YolactDatasetMapper:
         utils.check_image_size(dataset_dict, image)
         return image
 
-    def __call__(self, dataset_dict: dict) -> dict:
+    def __call__(self, dataset_dict: dict) -> Optional[dict]:
         """
         Args:
             dataset_dict: one image in detectron2's dataset format.
 
         Returns:
-            dict: the model input described in the class docstring.
+            dict: the model input described in the class docstring; None for an image that cannot be read, with
+            ``skip_unreadable_images``.
         """
         dataset_dict = copy.deepcopy(dataset_dict)
-        image = self._read_image(dataset_dict)
+        try:
+            image = self._read_image(dataset_dict)
+        except OSError as e:
+            if not self.skip_unreadable_images:
+                raise
+            logger.warning(f"Skipping an image that cannot be read (DATALOADER.SKIP_CORRUPT_IMAGES): {e}")
+            return None
         original_size = image.shape[:2]
         annos = dataset_dict.pop("annotations", [])
 

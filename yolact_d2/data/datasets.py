@@ -1,7 +1,8 @@
 """
 Registration of a user's COCO-format instance segmentation dataset, the detectron2 way, with clear errors.
 
-:func:`register_coco_dataset` checks the files first, then calls detectron2's ``register_coco_instances``.
+:func:`register_coco_dataset` checks the files first, then registers them as detectron2's ``register_coco_instances``
+does, keeping each annotation's ``id`` so that the checks of :mod:`.validation` can name it.
 It also puts the dataset's ``thing_classes`` and ``thing_dataset_id_to_contiguous_id`` in its metadata at once,
 computed as detectron2's ``load_coco_json`` does when it loads the dataset (categories sorted by id, id ``k``-th
 in that order -> contiguous id ``k``; so ids {3, 7, 42} become 0, 1, 2), so that the class count can be
@@ -12,9 +13,9 @@ import logging
 import os
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets import register_coco_instances
+from detectron2.data.datasets import load_coco_json
 
-__all__ = ["register_coco_dataset", "add_dataset_argument"]
+__all__ = ["register_coco_dataset", "add_dataset_argument", "read_coco_categories"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> None:
         ValueError: when ``json_file`` is not JSON, or not a COCO instances json.
     """
     json_file, image_root = os.path.abspath(json_file), os.path.abspath(image_root)
-    categories = _coco_category_metadata(_load_coco_categories(name, json_file))
+    categories = _coco_category_metadata(read_coco_categories(name, json_file))
     if not os.path.isdir(image_root):
         raise FileNotFoundError(f"Dataset '{name}': image folder not found: {image_root}")
     if name in DatasetCatalog.list():
@@ -56,11 +57,15 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> None:
         DatasetCatalog.remove(name)
     if name in MetadataCatalog.list():
         MetadataCatalog.remove(name)
-    register_coco_instances(name, categories, json_file, image_root)
+    DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name, extra_annotation_keys=["id"]))
+    MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco", **categories)
 
 
-def _load_coco_categories(name: str, json_file: str) -> list:
-    """The "categories" of a COCO instances json, after checking that the file is one."""
+def read_coco_categories(name: str, json_file: str) -> list:
+    """
+    The "categories" of a COCO instances json, after checking that the file is one: errors name the dataset
+    ``name``, the file, and the JSON error's position or the missing key.
+    """
     if not os.path.isfile(json_file):
         raise FileNotFoundError(f"Dataset '{name}': COCO json file not found: {json_file}")
     try:

@@ -14,6 +14,7 @@ from detectron2.structures import Boxes, Instances
 
 from ..layers import convert_group_norms, input_region
 from .anchors import YolactAnchorGenerator, build_box2box_transform
+from .config_checks import check_yolact_config
 from .head import build_yolact_head
 from .loss import YolactLoss
 from .mask_rescoring import MaskIoUNet
@@ -153,6 +154,7 @@ class YOLACT(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
+        check_yolact_config(cfg)
         backbone = build_backbone(cfg)
         shapes = backbone.output_shape()
         in_features = list(cfg.MODEL.YOLACT.IN_FEATURES)
