@@ -14,19 +14,21 @@ A COCO-format dataset of your own is registered by ``--dataset NAME JSON_FILE IM
         DATASETS.TRAIN '("my_train",)' DATASETS.TEST '("my_val",)' MODEL.YOLACT.NUM_CLASSES 3
 """
 import detectron2.utils.comm as comm
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
+from detectron2.utils.logger import setup_logger
 
 from yolact_d2.config import load_yolact_config
 from yolact_d2.data import add_dataset_argument, register_coco_dataset
-from yolact_d2.engine import YolactTrainer
+from yolact_d2.engine import YolactCheckpointer, YolactTrainer
 
 
 def setup(args):
     cfg = load_yolact_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    # yolact_d2's messages (e.g. the layers re-initialised for another class count) in the console and log.txt
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="yolact_d2")
     return cfg
 
 
@@ -36,7 +38,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = YolactTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        YolactCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = YolactTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

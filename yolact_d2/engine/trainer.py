@@ -1,4 +1,5 @@
 """detectron2's DefaultTrainer, adapted to YOLACT's data, to distributed training and to mixed precision on CPUs."""
+import json
 import logging
 import os
 import time
@@ -6,18 +7,21 @@ import weakref
 
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
 from detectron2.evaluation import COCOEvaluator
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.env import TORCH_VERSION
+from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import setup_logger
 
 from ..data.build import build_yolact_test_loader, build_yolact_train_loader, check_num_classes
+from .checkpoint import YolactCheckpointer
 
-__all__ = ["AutocastTrainer", "YolactTrainer", "build_step_trainer", "wrap_ddp"]
+__all__ = [
+    "AutocastTrainer", "YolactTrainer", "build_step_trainer", "wrap_ddp", "check_finite_losses", "drop_metrics_from",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +34,50 @@ def wrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
     on_gpu = next(model.parameters()).device.type == "cuda"
     device_ids = [comm.get_local_rank()] if on_gpu else None
     return create_ddp_model(model, broadcast_buffers=False, device_ids=device_ids)
+
+
+def check_finite_losses(module: torch.nn.Module, inputs, outputs) -> None:
+    """
+    A forward hook of the model: in training, where the model returns its loss terms, stop with an error naming
+    each term that is NaN or infinite and the iteration, before the backward pass spreads it into the weights.
+    detectron2's trainer reports only that their sum is not finite, after the step, and on the first process.
+    """
+    if not module.training or not isinstance(outputs, dict):
+        return
+    bad = {name: value.item() for name, value in outputs.items() if not torch.isfinite(value).all()}
+    if bad:
+        terms = ", ".join(f"{name} = {value}" for name, value in bad.items())
+        all_terms = {name: round(value.item(), 6) for name, value in outputs.items()}
+        raise FloatingPointError(
+            f"Loss became non-finite at iteration {get_event_storage().iter}: {terms} (all terms: {all_terms}). "
+            f"Lower SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS or enable SOLVER.CLIP_GRADIENTS; the last "
+            f"checkpoint in OUTPUT_DIR is not affected"
+        )
+
+
+def drop_metrics_from(metrics_file: str, start_iter: int) -> None:
+    """
+    Truncate a ``metrics.json`` (one JSON object per line, by increasing ``iteration``) before the first record of
+    iteration ``start_iter`` or later, or the first unreadable line (one cut short by a kill): a run resumed at
+    ``start_iter`` then appends its records after those of the iterations it keeps. The file keeps its inode,
+    so a writer that has it open for appending goes on writing to it.
+    """
+    if not os.path.isfile(metrics_file):
+        return
+    with open(metrics_file, "rb+") as f:
+        kept = dropped = 0
+        for line in f:
+            try:
+                record = json.loads(line)
+                if not line.endswith(b"\n") or record["iteration"] >= start_iter:
+                    raise ValueError
+            except (ValueError, KeyError, TypeError):
+                dropped += 1 + sum(1 for _ in f)
+                break
+            kept += len(line)
+        f.truncate(kept)
+    if dropped:
+        logger.info(f"{metrics_file}: dropped its last {dropped} records, from iteration {start_iter} on, to resume")
 
 
 class AutocastTrainer(SimpleTrainer):
@@ -101,15 +149,28 @@ class YolactTrainer(DefaultTrainer):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
+        model.register_forward_hook(check_finite_losses)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = wrap_ddp(model)
         self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = YolactCheckpointer(
+            model, cfg.OUTPUT_DIR, reinit_class_layers=True, trainer=weakref.proxy(self)
+        )
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """
+        detectron2's: resume from the last checkpoint of OUTPUT_DIR (with ``resume``), else load MODEL.WEIGHTS
+        (class-dependent layers of another class count re-initialised, see :class:`YolactCheckpointer`). A resumed
+        run first drops from metrics.json the records of the iterations it will run again.
+        """
+        super().resume_or_load(resume=resume)
+        if resume and self.checkpointer.has_checkpoint() and comm.is_main_process():
+            drop_metrics_from(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -153,6 +153,18 @@ class YOLACT(nn.Module):
     def device(self):
         return self.pixel_mean.device
 
+    def class_dependent_layers(self) -> List[str]:
+        """
+        The names of the layers with one output per class: the class scores, the semantic segmentation conv and
+        the last conv of the mask re-scoring net, where the model has them. A checkpoint trained for another class
+        count fits everything else (see :class:`yolact_d2.engine.YolactCheckpointer`).
+        """
+        layers = [self.head.cls_score, self.loss.semantic_seg_conv]
+        if self.mask_rescoring is not None:
+            layers.append([m for m in self.mask_rescoring.modules() if isinstance(m, nn.Conv2d)][-1])
+        names = {module: name for name, module in self.named_modules()}
+        return [names[layer] for layer in layers if layer is not None]
+
     def _input_region(self, h: int, w: int) -> Tuple[int, int]:
         """(h, w) that an H x W image occupies in the square network input (the rest is padding)."""
         if not self.preserve_aspect_ratio:
