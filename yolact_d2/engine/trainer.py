@@ -40,7 +40,8 @@ def check_finite_losses(module: torch.nn.Module, inputs, outputs) -> None:
     """
     A forward hook of the model: in training, where the model returns its loss terms, stop with an error naming
     each term that is NaN or infinite and the iteration, before the backward pass spreads it into the weights.
-    detectron2's trainer reports only that their sum is not finite, after the step, and on the first process.
+    detectron2's trainer reports only that their sum is not finite, after the backward pass, and on the
+    first process only.
     """
     if not module.training or not isinstance(outputs, dict):
         return
@@ -67,17 +68,24 @@ def drop_metrics_from(metrics_file: str, start_iter: int) -> None:
     with open(metrics_file, "rb+") as f:
         kept = dropped = 0
         for line in f:
-            try:
-                record = json.loads(line)
-                if not line.endswith(b"\n") or record["iteration"] >= start_iter:
-                    raise ValueError
-            except (ValueError, KeyError, TypeError):
-                dropped += 1 + sum(1 for _ in f)
+            iteration = _record_iteration(line)
+            if iteration is None or iteration >= start_iter:
+                dropped = 1 + sum(1 for _ in f)
                 break
             kept += len(line)
         f.truncate(kept)
     if dropped:
         logger.info(f"{metrics_file}: dropped its last {dropped} records, from iteration {start_iter} on, to resume")
+
+
+def _record_iteration(line: bytes):
+    """The ``iteration`` of a whole metrics.json line, else None (a line cut short, or not a record)."""
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        return int(json.loads(line)["iteration"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class AutocastTrainer(SimpleTrainer):
