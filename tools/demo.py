@@ -49,14 +49,14 @@ import cv2
 import tqdm
 
 from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultPredictor
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import Visualizer
 
 from yolact_d2.config import add_config_arguments, config_overrides, load_yolact_config
-from yolact_d2.data import add_dataset_argument, register_coco_dataset
+from yolact_d2.data import add_dataset_argument, read_image, register_coco_dataset
 from yolact_d2.data.build import check_num_classes, config_num_classes
+from yolact_d2.engine import YolactPredictor
 from yolact_d2.utils import instances_to_coco_dicts
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
@@ -105,12 +105,12 @@ def setup_cfg(args):
 
 class InstancePredictor:
     """
-    detectron2's DefaultPredictor keeping the instances that score at least a threshold, with the metadata of
-    ``DATASETS.TEST[0]`` and its conversion to COCO results.
+    :class:`YolactPredictor` (detectron2's DefaultPredictor for any image) keeping the instances that score at
+    least a threshold, with the metadata of ``DATASETS.TEST[0]`` and its conversion to COCO results.
     """
 
     def __init__(self, cfg, confidence_threshold: float, mask_format: str = "rle"):
-        self.predictor = DefaultPredictor(cfg)
+        self.predictor = YolactPredictor(cfg)
         self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
         self.confidence_threshold = confidence_threshold
         self.mask_format = mask_format
@@ -206,9 +206,10 @@ def run_on_images(predictor, paths, output, results, show):
     outputs = image_output_paths(paths, output) if output else [None] * len(paths)
     processed, failed, start = 0, [], time.perf_counter()
     for image_id, (path, out) in enumerate(tqdm.tqdm(list(zip(paths, outputs)), disable=len(paths) == 1), 1):
-        image = cv2.imread(path, cv2.IMREAD_COLOR)  # 3 channels: gray is replicated, alpha dropped
-        if image is None:
-            logger.error(f"Cannot read image {path}: skipped")
+        try:  # upright by EXIF, 3 channels (gray replicated, alpha dropped), 8 bits
+            image = read_image(path, "BGR")
+        except (OSError, ValueError) as e:
+            logger.error(f"{e}: skipped")
             failed.append(path)
             continue
         t0 = time.perf_counter()

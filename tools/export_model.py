@@ -31,12 +31,12 @@ import sys
 import numpy as np
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.data import detection_utils
 from detectron2.modeling import build_model
 from detectron2.utils.logger import setup_logger
 
 from yolact_d2.config import add_config_arguments, config_overrides, load_yolact_config
+from yolact_d2.data import read_image
+from yolact_d2.engine import YolactCheckpointer
 from yolact_d2.export import ExportedYolact, export_onnx, export_torchscript, preprocess_image
 
 # --format -> (file name, exporter)
@@ -82,7 +82,7 @@ def sample_image(cfg, path) -> torch.Tensor:
     if path is None:
         size = cfg.MODEL.YOLACT.INPUT_SIZE
         return torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, size, size), dtype=np.uint8))
-    image = detection_utils.read_image(path, format=cfg.INPUT.FORMAT)
+    image = read_image(path, format=cfg.INPUT.FORMAT)
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
@@ -125,7 +125,7 @@ def main(args) -> int:
     logger.info(f"Arguments: {args}")
     cfg = setup_cfg(args)
     model = build_model(cfg)
-    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    YolactCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     model.eval()
     image = sample_image(cfg, args.sample_image)
     os.makedirs(args.output, exist_ok=True)

@@ -15,14 +15,13 @@ A COCO-format dataset of your own is registered by ``--dataset NAME JSON_FILE IM
 """
 import yolact_d2  # noqa: F401  (before detectron2: it imports detectron2 without avoidable warnings)
 import detectron2.utils.comm as comm
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils.logger import setup_logger
 
 from yolact_d2.config import load_yolact_config
 from yolact_d2.data import add_dataset_argument, register_coco_dataset
-from yolact_d2.engine import YolactTrainer
+from yolact_d2.engine import YolactCheckpointer, YolactTrainer
 
 
 def setup(args):
@@ -39,7 +38,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = YolactTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        YolactCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         res = YolactTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, res)

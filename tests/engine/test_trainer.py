@@ -12,10 +12,12 @@ from detectron2.engine import SimpleTrainer
 from detectron2.evaluation import inference_on_dataset
 from detectron2.solver.build import get_default_optimizer_params
 from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.events import get_event_storage
 
 from yolact_d2.data import YolactDatasetMapper, register_coco_dataset
 from yolact_d2.engine import AutocastTrainer, YolactTrainer
 from yolact_d2.engine import trainer as trainer_module
+from yolact_d2.engine.trainer import drop_metrics_from
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -250,3 +252,36 @@ def test_two_process_gloo_training_with_train_net(tmp_path):
     log = (tmp_path / "log.txt").read_text()
     assert "world size: 2" in log.lower() or "Rank of current process: 0. World size: 2" in log
     assert os.path.isfile(tmp_path / "model_final.pth")
+
+
+def test_a_non_finite_loss_term_stops_training_naming_the_term_and_iteration(cfg, tiny_dataset, tmp_path):
+    trainer = YolactTrainer(_train_cfg(cfg, tiny_dataset, tmp_path, 4))
+    trainer.resume_or_load(resume=False)
+
+    def mask_loss_explodes_at_iteration_2(module, inputs, losses):
+        if get_event_storage().iter == 2:
+            losses["loss_mask"] = losses["loss_mask"] * float("nan")
+
+    trainer.model.loss.register_forward_hook(mask_loss_explodes_at_iteration_2)
+    with pytest.raises(FloatingPointError, match=r"non-finite at iteration 2: loss_mask = nan \(all terms") as e:
+        trainer.train()
+    assert "loss_cls =" not in str(e.value).split("(all terms")[0]  # only the bad term is named
+    # the step of iteration 2 was not taken: the weights are those after iteration 1, saved by the checkpointer
+    saved = torch.load(tmp_path / "model_0000001.pth", weights_only=False)["model"]["head.cls_score.weight"]
+    torch.testing.assert_close(trainer.model.head.cls_score.weight.detach(), saved)
+
+
+def _metrics_line(iteration):
+    return json.dumps({"iteration": iteration, "total_loss": 1.0 / (iteration + 1)}) + "\n"
+
+
+def test_drop_metrics_from_keeps_the_records_before_the_resumed_iteration(tmp_path):
+    path = tmp_path / "metrics.json"
+    path.write_text("".join(_metrics_line(i) for i in range(8)) + '{"iteration": 8, "tot')  # killed mid-line
+    with open(path, "a") as writer:  # the JSONWriter of the resumed run, opened before the truncation
+        drop_metrics_from(str(path), 5)
+        writer.write(_metrics_line(5))
+    assert path.read_text() == "".join(_metrics_line(i) for i in range(6))
+    drop_metrics_from(str(path), 100)  # a later iteration: nothing to drop
+    assert path.read_text() == "".join(_metrics_line(i) for i in range(6))
+    drop_metrics_from(str(tmp_path / "missing.json"), 3)  # no file: nothing to do

@@ -64,3 +64,23 @@ def test_opts_flag_is_applied(tool, tmp_path):
                             "--opts", "MODEL.WEIGHTS", "x.pth", "MODEL.YOLACT.INPUT_SIZE", "96"])
     cfg = tool.setup_cfg(args)
     assert cfg.MODEL.WEIGHTS == "x.pth" and cfg.MODEL.YOLACT.INPUT_SIZE == 96 and args.sample_image == "sample.png"
+def test_an_exif_rotated_photograph_is_exported_and_run_upright(tool, tmp_path, one_thread):
+    from PIL import Image
+
+    from yolact_d2.data import read_image
+
+    upright = np.random.default_rng(1).integers(0, 256, (40, 60, 3), dtype=np.uint8)  # RGB
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright, 1)))  # as a camera stores it: sideways
+    exif = stored.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    photo = str(tmp_path / "camera.jpg")
+    stored.save(photo, exif=exif, quality=100, subsampling=0)
+    out = tmp_path / "out"
+    assert _export(tool, ["--format", "torchscript", "--sample-image", photo, "--output", str(out)] + TINY) == 0
+    cfg = get_cfg()
+    add_yolact_config(cfg)
+    cfg.merge_from_file(str(out / "config.yaml"))
+    image = torch.from_numpy(read_image(photo, cfg.INPUT.FORMAT).transpose(2, 0, 1).copy())
+    instances = ExportedYolact(str(out / "model.ts"), cfg)([{"image": image}])[0]["instances"]
+    assert image.shape == (3, 40, 60) and instances.image_size == (40, 60)  # the upright frame
+    assert len(instances) > 0 and instances.pred_masks.shape[1:] == (40, 60)

@@ -1,4 +1,5 @@
-"""End to end: a user's COCO dataset (category ids 5 and 9) registered by --dataset, trained, evaluated, demoed."""
+"""End to end: a user's COCO dataset (category ids 5 and 9) registered by --dataset, fine-tuned from a 5-class
+checkpoint, evaluated, demoed, exported and run."""
 import contextlib
 import io
 import json
@@ -9,8 +10,15 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import torch
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
+
+from detectron2.modeling import build_model
+
+from yolact_d2.config import load_yolact_config
+from yolact_d2.data import read_image
+from yolact_d2.export import ExportedYolact
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "embedded", "yolact_R_18_shapes.yaml")
@@ -78,10 +86,19 @@ def _datasets(root):
             images]
 
 
-def test_train_and_evaluate_a_custom_dataset_then_demo_it(custom):
+def _five_class_checkpoint(path):
+    """A checkpoint of the tiny embedded model for the 5 classes of yolact_shapes (random weights)."""
+    cfg = load_yolact_config(CONFIG, TINY_OPTS)
+    torch.manual_seed(0)
+    torch.save({"model": build_model(cfg).state_dict()}, path)
+
+
+def test_fine_tune_a_checkpoint_on_a_custom_dataset_evaluate_demo_and_export_it(custom, load_tool):
     output_dir = custom / "output"
+    _five_class_checkpoint(str(custom / "five_classes.pth"))
     code, log = _run(
         [os.path.join(ROOT, "tools", "train_net.py"), "--config-file", CONFIG] + _datasets(custom) + [
+            "MODEL.WEIGHTS", str(custom / "five_classes.pth"),
             "DATASETS.TRAIN", '("my_train",)', "DATASETS.TEST", '("my_val",)', "MODEL.YOLACT.NUM_CLASSES", "2",
             "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "2", "SOLVER.CHECKPOINT_PERIOD", "100",
             "TEST.EVAL_PERIOD", "2", "MODEL.YOLACT.POSTPROCESS.SCORE_THRESH", "0.0", "OUTPUT_DIR", str(output_dir),
@@ -89,6 +106,8 @@ def test_train_and_evaluate_a_custom_dataset_then_demo_it(custom):
         cwd=str(custom),
     )
     assert code == 0, log[-4000:]
+    assert "Re-initialised the class-dependent layers head.cls_score, loss.semantic_seg_conv: the checkpoint" in log
+    assert "Skip loading parameter" not in log
     assert "Evaluation results for bbox" in log and "Evaluation results for segm" in log, log[-4000:]
     assert "| AP " in log
 
@@ -107,6 +126,19 @@ def test_train_and_evaluate_a_custom_dataset_then_demo_it(custom):
     with contextlib.redirect_stdout(io.StringIO()):
         results = COCO(str(custom / "train.json")).loadRes(str(custom / "detections.json"))
     assert {a["category_id"] for a in results.anns.values()} <= {5, 9}  # the dataset's ids, not 0..1
+
+    export = load_tool("export_model.py")
+    exported_dir = custom / "exported"
+    image_file = str(custom / "images" / "img1.png")
+    assert export.main(export.parse_args([
+        "--config-file", CONFIG, "--format", "onnx", "--sample-image", image_file, "--output", str(exported_dir),
+        "MODEL.YOLACT.NUM_CLASSES", "2", "MODEL.WEIGHTS", str(output_dir / "model_final.pth"),
+        "MODEL.YOLACT.POSTPROCESS.SCORE_THRESH", "0.0"] + TINY_OPTS)) == 0
+    cfg = load_yolact_config(str(exported_dir / "config.yaml"), [])
+    image = torch.from_numpy(read_image(image_file, "BGR").transpose(2, 0, 1).copy())
+    instances = ExportedYolact(str(exported_dir / "model.onnx"), cfg)([{"image": image}])[0]["instances"]
+    assert instances.image_size == (96, 128) and 0 < len(instances) <= 5
+    assert set(instances.pred_classes.tolist()) <= {0, 1}  # the 2 classes of the fine-tuned model
 
 
 def test_class_count_mismatch_names_the_dataset_and_both_counts(custom):

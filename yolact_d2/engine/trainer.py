@@ -1,4 +1,5 @@
 """detectron2's DefaultTrainer, adapted to YOLACT's data, to distributed training and to mixed precision on CPUs."""
+import json
 import logging
 import os
 import time
@@ -7,7 +8,6 @@ from typing import Mapping, Optional
 
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
@@ -15,11 +15,16 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.env import TORCH_VERSION
+from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import setup_logger
 
 from ..data.build import build_yolact_test_loader, build_yolact_train_loader, check_num_classes
+from .checkpoint import YolactCheckpointer
 
-__all__ = ["AutocastTrainer", "YolactTrainer", "build_adamw", "build_step_trainer", "wrap_ddp"]
+__all__ = [
+    "AutocastTrainer", "YolactTrainer", "build_adamw", "build_step_trainer", "wrap_ddp", "check_finite_losses",
+    "drop_metrics_from",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +38,58 @@ def wrap_ddp(model: torch.nn.Module, broadcast_buffers: bool = False, **ddp_kwar
     on_gpu = next(model.parameters()).device.type == "cuda"
     device_ids = [comm.get_local_rank()] if on_gpu else None
     return create_ddp_model(model, broadcast_buffers=broadcast_buffers, device_ids=device_ids, **ddp_kwargs)
+
+
+def check_finite_losses(module: torch.nn.Module, inputs, outputs) -> None:
+    """
+    A forward hook of the model: in training, where the model returns its loss terms, stop with an error naming
+    each term that is NaN or infinite and the iteration, before the backward pass spreads it into the weights.
+    detectron2's trainer reports only that their sum is not finite, after the backward pass, and on the
+    first process only.
+    """
+    if not module.training or not isinstance(outputs, dict):
+        return
+    bad = {name: value.item() for name, value in outputs.items() if not torch.isfinite(value).all()}
+    if bad:
+        terms = ", ".join(f"{name} = {value}" for name, value in bad.items())
+        all_terms = {name: round(value.item(), 6) for name, value in outputs.items()}
+        raise FloatingPointError(
+            f"Loss became non-finite at iteration {get_event_storage().iter}: {terms} (all terms: {all_terms}). "
+            f"Lower SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS or enable SOLVER.CLIP_GRADIENTS; the last "
+            f"checkpoint in OUTPUT_DIR is not affected"
+        )
+
+
+def drop_metrics_from(metrics_file: str, start_iter: int) -> None:
+    """
+    Truncate a ``metrics.json`` (one JSON object per line, by increasing ``iteration``) before the first record of
+    iteration ``start_iter`` or later, or the first unreadable line (one cut short by a kill): a run resumed at
+    ``start_iter`` then appends its records after those of the iterations it keeps. The file keeps its inode,
+    so a writer that has it open for appending goes on writing to it.
+    """
+    if not os.path.isfile(metrics_file):
+        return
+    with open(metrics_file, "rb+") as f:
+        kept = dropped = 0
+        for line in f:
+            iteration = _record_iteration(line)
+            if iteration is None or iteration >= start_iter:
+                dropped = 1 + sum(1 for _ in f)
+                break
+            kept += len(line)
+        f.truncate(kept)
+    if dropped:
+        logger.info(f"{metrics_file}: dropped its last {dropped} records, from iteration {start_iter} on, to resume")
+
+
+def _record_iteration(line: bytes):
+    """The ``iteration`` of a whole metrics.json line, else None (a line cut short, or not a record)."""
+    if not line.endswith(b"\n"):
+        return None
+    try:
+        return int(json.loads(line)["iteration"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class AutocastTrainer(SimpleTrainer):
@@ -128,6 +185,7 @@ class YolactTrainer(DefaultTrainer):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
+        model.register_forward_hook(check_finite_losses)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = wrap_ddp(model)
@@ -135,10 +193,22 @@ class YolactTrainer(DefaultTrainer):
             model, data_loader, optimizer, amp=cfg.SOLVER.AMP.ENABLED, device=cfg.MODEL.DEVICE
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = YolactCheckpointer(
+            model, cfg.OUTPUT_DIR, reinit_class_layers=True, trainer=weakref.proxy(self)
+        )
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        """
+        detectron2's: resume from the last checkpoint of OUTPUT_DIR (with ``resume``), else load MODEL.WEIGHTS
+        (class-dependent layers of another class count re-initialised, see :class:`YolactCheckpointer`). A resumed
+        run first drops from metrics.json the records of the iterations it will run again.
+        """
+        super().resume_or_load(resume=resume)
+        if resume and self.checkpointer.has_checkpoint() and comm.is_main_process():
+            drop_metrics_from(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -185,6 +185,18 @@ class YOLACT(nn.Module):
     def device(self):
         return self.pixel_mean.device
 
+    def class_dependent_layers(self) -> List[str]:
+        """
+        The names of the layers with one output per class: the class scores, the semantic segmentation conv and
+        the last conv of the mask re-scoring net, where the model has them. A checkpoint trained for another class
+        count fits everything else (see :class:`yolact_d2.engine.YolactCheckpointer`).
+        """
+        layers = [self.head.cls_score, self.sem_seg_head.conv if self.sem_seg_head is not None else None]
+        if self.mask_rescoring is not None:
+            layers.append([m for m in self.mask_rescoring.modules() if isinstance(m, nn.Conv2d)][-1])
+        names = {module: name for name, module in self.named_modules()}
+        return [names[layer] for layer in layers if layer is not None]
+
     @contextlib.contextmanager
     def stage_timer(self, timer: Callable[[str], ContextManager]):
         """
@@ -334,12 +346,16 @@ class YOLACT(nn.Module):
                 boxes, classes, masks = boxes[order], classes[order], masks[order]
         return Detections(boxes, det_scores, classes, masks)
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        """Maps the parameter names of checkpoints written before a module moved (:data:`_RENAMED_PARAMETERS`)."""
+    @staticmethod
+    def rename_legacy_keys(state_dict: Dict, prefix: str = "") -> None:
+        """Rename, in place, the parameters of checkpoints written before a module moved (:data:`_RENAMED_PARAMETERS`)."""
         for old, new in _RENAMED_PARAMETERS.items():
             renamed = [k for k in state_dict if k.startswith(prefix + old)]
             for key in renamed:
                 state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
             if renamed:
                 logger.info(f"Checkpoint in an earlier layout: loaded its '{old}*' parameters as '{new}*'")
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        self.rename_legacy_keys(state_dict, prefix)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -1,0 +1,159 @@
+"""YolactCheckpointer: atomic checkpoint files, class-dependent layers re-initialised, other misfits refused."""
+import logging
+import os
+
+import pytest
+import torch
+
+from detectron2.modeling import build_model
+
+from yolact_d2.engine import YolactCheckpointer, write_atomically
+
+
+def _model(cfg, num_classes=5, **changes):
+    """The model of ``cfg`` (tests/conftest.py's small config) with ``num_classes`` and ``KEY: value`` changes."""
+    cfg = cfg.clone()
+    cfg.MODEL.YOLACT.NUM_CLASSES = num_classes
+    for key, value in changes.items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return build_model(cfg)
+
+
+def _state(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+real_save = torch.save
+
+
+def _half_then_fail(obj, f):
+    """torch.save that writes the first half of the file, then fails (a full disk, a kill)."""
+    real_save(obj, f)
+    size = f.tell()
+    f.seek(size // 2)
+    f.truncate()
+    raise OSError("No space left on device")
+
+
+def test_a_save_that_fails_midway_keeps_the_previous_checkpoint_and_tag(cfg, tmp_path, monkeypatch, one_thread):
+    model = _model(cfg)
+    checkpointer = YolactCheckpointer(model, str(tmp_path))
+    checkpointer.save("model_final", iteration=9)
+    saved = _state(model)
+    with torch.no_grad():
+        model.head.cls_score.weight.add_(1.0)  # the weights of a later save
+    monkeypatch.setattr(torch, "save", _half_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        checkpointer.save("model_final", iteration=19)  # a rerun overwriting model_final.pth
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_final.pth"]  # no temporary file left
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    loaded = torch.load(tmp_path / "model_final.pth", weights_only=False)
+    assert loaded["iteration"] == 9
+    for key, value in saved.items():
+        torch.testing.assert_close(loaded["model"][key], value, msg=key)
+
+
+def test_write_atomically_replaces_the_whole_file_or_nothing(tmp_path):
+    path = tmp_path / "last_checkpoint"
+    write_atomically(str(path), lambda f: f.write(b"model_0000001.pth"))
+    assert path.read_text() == "model_0000001.pth"
+
+    def fail_midway(f):
+        f.write(b"model_00")
+        raise KeyboardInterrupt  # as a Ctrl-C during the write
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(str(path), fail_midway)
+    assert path.read_text() == "model_0000001.pth" and os.listdir(tmp_path) == ["last_checkpoint"]
+    write_atomically(str(path), lambda f: f.write(b"model_0000003.pth"))
+    assert path.read_text() == "model_0000003.pth"
+
+
+PLUS = {"MODEL.YOLACT.MASK_RESCORING.ENABLED": True}
+
+
+@pytest.fixture
+def five_class_checkpoint(cfg, tmp_path):
+    """A checkpoint of the small YOLACT++ (mask re-scoring on) for 5 classes, and its state dict."""
+    torch.manual_seed(1)
+    model = _model(cfg, 5, **PLUS)
+    path = str(tmp_path / "five.pth")
+    torch.save({"model": model.state_dict()}, path)
+    return path, _state(model)
+
+
+CLASS_LAYERS = ("head.cls_score", "loss.semantic_seg_conv", "mask_rescoring.layers.10")
+
+
+def test_fine_tuning_on_another_class_count_reinitialises_the_class_layers_in_one_log_line(
+    cfg, five_class_checkpoint, caplog, one_thread
+):
+    path, saved = five_class_checkpoint
+    torch.manual_seed(2)
+    model = _model(cfg, 3, **PLUS)
+    assert model.class_dependent_layers() == list(CLASS_LAYERS)
+    initial = _state(model)
+    with caplog.at_level(logging.INFO):
+        YolactCheckpointer(model, reinit_class_layers=True).load(path)
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO and "Loading from" not in
+                r.getMessage()]
+    assert len(messages) == 1, messages  # no per-tensor "Skip loading" nor "not found in the checkpoint"
+    assert messages[0].startswith(
+        "Re-initialised the class-dependent layers head.cls_score, loss.semantic_seg_conv, mask_rescoring.layers.10"
+    )
+    assert "head.cls_score.weight [18, 64, 3, 3] (model [12, 64, 3, 3])" in messages[0]  # 3 anchors x (5 + 1)
+    for key, value in model.state_dict().items():
+        expected = initial[key] if key.startswith(CLASS_LAYERS) else saved[key]
+        torch.testing.assert_close(value, expected, msg=key)
+
+
+def test_inference_with_another_class_count_is_refused(cfg, five_class_checkpoint, one_thread):
+    path, _ = five_class_checkpoint
+    model = _model(cfg, 3, **PLUS)
+    with pytest.raises(ValueError, match=r"class-dependent tensors head\.cls_score\.weight \[18, 64, 3, 3\] "
+                                         r"\(model \[12, 64, 3, 3\]\).*another class count"):
+        YolactCheckpointer(model).load(path)
+
+
+@pytest.mark.parametrize(
+    "changes, names",
+    [
+        ({"MODEL.YOLACT.NUM_PROTOTYPES": 16}, ["protonet.predictor.weight [8, 64, 1, 1] (model [16, 64, 1, 1])",
+                                               "head.coef_pred.weight [24, 64, 3, 3] (model [48, 64, 3, 3])"]),
+        ({"MODEL.FPN.OUT_CHANNELS": 32}, ["backbone.fpn_lateral3.weight [64, 128, 1, 1] (model [32, 128, 1, 1])"]),
+    ],
+)
+def test_other_tensors_of_other_shapes_are_refused_by_name(cfg, five_class_checkpoint, changes, names, one_thread):
+    path, _ = five_class_checkpoint
+    model = _model(cfg, 5, **PLUS, **changes)
+    before = _state(model)
+    with pytest.raises(ValueError, match="do not fit the model: it was trained with another architecture") as e:
+        YolactCheckpointer(model, reinit_class_layers=True).load(path)
+    for name in names:
+        assert name in str(e.value)
+    for key, value in model.state_dict().items():  # nothing was loaded
+        torch.testing.assert_close(value, before[key], msg=key)
+
+
+def test_a_checkpoint_of_a_ddp_model_loads(cfg, five_class_checkpoint, tmp_path, one_thread):
+    _, saved = five_class_checkpoint
+    path = str(tmp_path / "ddp.pth")
+    torch.save({"model": {"module." + k: v for k, v in saved.items()}}, path)
+    model = _model(cfg, 5, **PLUS)
+    YolactCheckpointer(model).load(path)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, saved[key], msg=key)
+
+
+def test_models_without_class_dependent_layers_load_as_with_detectron2(tmp_path, caplog):
+    path = str(tmp_path / "linear.pth")
+    torch.save({"model": torch.nn.Linear(3, 4).state_dict()}, path)
+    model = torch.nn.Linear(3, 2)
+    with caplog.at_level(logging.WARNING):
+        YolactCheckpointer(model).load(path)
+    assert "Skip loading parameter 'weight'" in caplog.text  # detectron2's warning, no error

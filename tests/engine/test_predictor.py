@@ -1,0 +1,70 @@
+"""YolactPredictor on photographs: gray, alpha, 16-bit, EXIF-rotated, very large, tiny and 1 x N images."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from yolact_d2.engine import YolactPredictor
+
+
+@pytest.fixture
+def predictor(cfg, one_thread):
+    """The small random YOLACT (input 96), keeping its 3 best detections whatever their score."""
+    cfg.MODEL.YOLACT.INPUT_SIZE = 96
+    cfg.MODEL.YOLACT.POSTPROCESS.SCORE_THRESH = 0.0
+    cfg.TEST.DETECTIONS_PER_IMAGE = 3
+    return YolactPredictor(cfg)
+
+
+def _image(height, width):
+    return np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def _detections(predictor, image):
+    instances = predictor(image)["instances"]
+    return instances.image_size, instances.pred_boxes.tensor, instances.scores, instances.pred_masks
+
+
+def test_gray_alpha_and_16_bit_arrays_predict_as_their_8_bit_bgr_image(predictor):
+    bgr = _image(48, 64)
+    gray = bgr[:, :, 1]
+    expected = _detections(predictor, bgr)
+    expected_gray = _detections(predictor, np.repeat(gray[:, :, None], 3, axis=2))
+    cases = [
+        (np.dstack([bgr, np.zeros((48, 64), np.uint8)]), expected),  # alpha dropped, whatever its value
+        (bgr.astype(np.uint16) * 257, expected),  # 16 bits: v * 257 is v in 8 bits
+        (gray, expected_gray),
+    ]
+    for image, (size, boxes, scores, masks) in cases:
+        got_size, got_boxes, got_scores, got_masks = _detections(predictor, image)
+        assert got_size == size == (48, 64)
+        torch.testing.assert_close(got_boxes, boxes)
+        torch.testing.assert_close(got_scores, scores)
+        assert torch.equal(got_masks, masks)
+
+
+def test_a_file_is_read_upright_by_its_exif_orientation(predictor, tmp_path):
+    upright = _image(40, 60)
+    path = str(tmp_path / "camera.jpg")
+    stored = Image.fromarray(np.ascontiguousarray(np.rot90(upright[:, :, ::-1], 1)))  # RGB, stored sideways
+    exif = stored.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    stored.save(path, exif=exif, quality=100, subsampling=0)
+    size, boxes, _, masks = _detections(predictor, path)
+    assert size == (40, 60) and masks.shape[1:] == (40, 60)  # the upright frame, not the stored 60 x 40
+    assert len(boxes) == 3 and (boxes[:, 2] <= 60).all() and (boxes[:, 3] <= 40).all()
+
+
+@pytest.mark.parametrize("height, width", [(3000, 4000), (16, 16), (1, 37), (37, 1)])
+def test_very_large_tiny_and_one_pixel_wide_images(predictor, height, width):
+    size, boxes, scores, masks = _detections(predictor, _image(height, width))
+    assert size == (height, width) and masks.shape == (3, height, width) and masks.dtype == torch.bool
+    assert (boxes[:, 0::2] <= width).all() and (boxes[:, 1::2] <= height).all() and (boxes >= 0).all()
+    assert (scores[:-1] >= scores[1:]).all()
+
+
+def test_an_array_that_is_not_an_image_is_a_clear_error(predictor):
+    with pytest.raises(ValueError, match=r"got shape \(4, 5, 6\)"):
+        predictor(np.zeros((4, 5, 6), np.uint8))
+    with pytest.raises(ValueError, match="8- or 16-bit integers.*float64"):
+        predictor(np.zeros((4, 5, 3)))
