@@ -87,7 +87,7 @@ def five_class_checkpoint(cfg, tmp_path):
     return path, _state(model)
 
 
-CLASS_LAYERS = ("head.cls_score", "loss.semantic_seg_conv", "mask_rescoring.layers.10")
+CLASS_LAYERS = ("head.cls_score", "sem_seg_head.conv", "mask_rescoring.layers.10")
 
 
 def test_fine_tuning_on_another_class_count_reinitialises_the_class_layers_in_one_log_line(
@@ -104,7 +104,7 @@ def test_fine_tuning_on_another_class_count_reinitialises_the_class_layers_in_on
                 r.getMessage()]
     assert len(messages) == 1, messages  # no per-tensor "Skip loading" nor "not found in the checkpoint"
     assert messages[0].startswith(
-        "Re-initialised the class-dependent layers head.cls_score, loss.semantic_seg_conv, mask_rescoring.layers.10"
+        "Re-initialised the class-dependent layers head.cls_score, mask_rescoring.layers.10, sem_seg_head.conv"
     )
     assert "head.cls_score.weight [18, 64, 3, 3] (model [12, 64, 3, 3])" in messages[0]  # 3 anchors x (5 + 1)
     for key, value in model.state_dict().items():

@@ -106,7 +106,7 @@ def test_fine_tune_a_checkpoint_on_a_custom_dataset_evaluate_demo_and_export_it(
         cwd=str(custom),
     )
     assert code == 0, log[-4000:]
-    assert "Re-initialised the class-dependent layers head.cls_score, loss.semantic_seg_conv: the checkpoint" in log
+    assert "Re-initialised the class-dependent layers head.cls_score, sem_seg_head.conv: the checkpoint" in log
     assert "Skip loading parameter" not in log
     assert "Evaluation results for bbox" in log and "Evaluation results for segm" in log, log[-4000:]
     assert "| AP " in log
