@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -211,3 +212,48 @@ def test_semantic_loss_levels_must_exist_and_share_channels(cfg):
     cfg.MODEL.YOLACT.LOSS.SEM_SEG_IN_FEATURES = ["p3", "p4"]
     with pytest.raises(ValueError, match="one channel count"):
         YolactLoss(cfg, {"p3": ShapeSpec(channels=4), "p4": ShapeSpec(channels=8)})
+
+
+def _busy_image(num_positives=5):
+    """Prototypes (1, 4, 8, 8), coefficients (1, P, 4) and one 32 x 32 image whose P anchors are all positives."""
+    g = torch.Generator().manual_seed(1)
+    protos = torch.rand(1, 4, 8, 8, generator=g)
+    coefs = torch.rand(1, num_positives, 4, generator=g) * 2 - 1
+    inst = Instances((32, 32))
+    inst.gt_boxes = Boxes(torch.tensor([[4.0, 8.0, 20.0, 24.0], [16.0, 0.0, 32.0, 12.0]]))
+    inst.gt_classes = torch.tensor([0, 2])
+    masks = torch.zeros(2, 32, 32, dtype=torch.bool)
+    masks[0, 10:22, 6:18] = True
+    masks[1, 0:12, 20:32] = True
+    inst.gt_masks = BitMasks(masks)
+    matched = (torch.arange(num_positives) % 2)[None]
+    state = torch.ones(1, num_positives, dtype=torch.int64)
+    return protos, coefs, [inst], matched, state
+
+
+def test_sub_sampled_mask_loss_equals_the_full_one_in_expectation(cfg, monkeypatch):
+    """
+    5 positives, 2 trained: averaged over every permutation randperm can draw (each equally likely), the
+    rescaled loss of the 2 sampled masks equals the loss of all 5; each draw is the sampled masks' loss x 5 / 2.
+    """
+    loss = _loss_module(cfg)
+    inputs = _busy_image(5)
+    full = loss.mask_loss(loss.sample_masks(*inputs)).item()
+    per_mask = [loss.mask_loss(loss.sample_masks(*inputs[:3], inputs[3], inputs[4] * (torch.arange(5) == a))).item()
+                for a in range(5)]
+    assert full == pytest.approx(sum(per_mask), rel=1e-5)
+    loss.masks_to_train = 2
+    draws = []
+    for perm in itertools.permutations(range(5)):
+        monkeypatch.setattr(torch, "randperm", lambda n, device=None, perm=perm: torch.tensor(perm, device=device))
+        samples = loss.sample_masks(*inputs)
+        assert samples[0].logits.shape[0] == 2 and samples[0].weight == 2.5
+        draws.append(loss.mask_loss(samples).item())
+        assert draws[-1] == pytest.approx(2.5 * (per_mask[perm[0]] + per_mask[perm[1]]), rel=1e-5)
+    assert sum(draws) / len(draws) == pytest.approx(full, rel=1e-5)
+
+
+def test_images_under_the_cap_keep_weight_one(cfg):
+    loss = _loss_module(cfg)
+    samples = loss.sample_masks(*_busy_image(5))
+    assert samples[0].weight == 1.0 and samples[0].logits.shape[0] == 5

@@ -16,6 +16,7 @@ from detectron2.utils.env import TORCH_VERSION
 from detectron2.utils.logger import setup_logger
 
 from ..data.build import build_yolact_test_loader, build_yolact_train_loader, check_num_classes
+from ..evaluation import YolactCOCOEvaluator
 
 __all__ = ["AutocastTrainer", "YolactTrainer", "build_step_trainer", "wrap_ddp"]
 
@@ -88,7 +89,8 @@ def build_step_trainer(cfg, model, data_loader, optimizer) -> SimpleTrainer:
 class YolactTrainer(DefaultTrainer):
     """
     A DefaultTrainer that feeds YOLACT models through :class:`YolactDatasetMapper` (other meta-architectures,
-    e.g. Mask R-CNN for comparison, keep detectron2's loaders), evaluates with COCOEvaluator (bbox + segm),
+    e.g. Mask R-CNN for comparison, keep detectron2's loaders), evaluates with COCOEvaluator (bbox + segm; for
+    YOLACT its :class:`YolactCOCOEvaluator`, which scores YOLACT++'s masks with their own scores),
     checks the class count of the config against the datasets, and runs multi-process and in mixed precision
     (``SOLVER.AMP.ENABLED``, see :func:`build_step_trainer`) on CPU or GPU.
     """
@@ -163,4 +165,5 @@ class YolactTrainer(DefaultTrainer):
                 f"(bbox + segm) is supported"
             )
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOEvaluator(dataset_name, tasks=("bbox", "segm"), distributed=True, output_dir=output_folder)
+        evaluator = YolactCOCOEvaluator if cfg.MODEL.META_ARCHITECTURE == "YOLACT" else COCOEvaluator
+        return evaluator(dataset_name, tasks=("bbox", "segm"), distributed=True, output_dir=output_folder)
