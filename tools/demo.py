@@ -26,7 +26,8 @@ instances (masks, boxes, class names and scores) with detectron2's Visualizer. F
   folders), or of the frame in the video, from 1;
   ``category_id`` is the dataset's id of the class when the metadata of ``DATASETS.TEST[0]`` has
   ``thing_dataset_id_to_contiguous_id`` (COCO, ``--dataset``), else the class index + 1; ``bbox`` is XYWH in
-  pixels; ``segmentation`` a compressed RLE with ``counts`` as str; ``score``.
+  pixels; ``segmentation`` a compressed RLE with ``counts`` as str; ``score``; for YOLACT++ ``mask_score``,
+  the score of the mask (``score`` is the box's).
 
 Unreadable images are reported by name and skipped. Exit status: 0 when at least one image (or frame) was
 processed, even if others could not be read; 1 when none was, or the demo could not start (no display to show
@@ -47,7 +48,6 @@ import tqdm
 
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
-from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.utils.logger import setup_logger
 from detectron2.utils.video_visualizer import VideoVisualizer
 from detectron2.utils.visualizer import Visualizer
@@ -55,6 +55,7 @@ from detectron2.utils.visualizer import Visualizer
 from yolact_d2.config import load_yolact_config
 from yolact_d2.data import add_dataset_argument, register_coco_dataset
 from yolact_d2.data.build import check_num_classes
+from yolact_d2.evaluation import instances_to_yolact_coco_json
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 WINDOW_NAME = "YOLACT"
@@ -120,7 +121,7 @@ class InstancePredictor:
 
     def coco_results(self, instances, image_id: int):
         """The instances as COCO results, with the dataset's category ids (see the module's docstring)."""
-        results = instances_to_coco_json(instances, image_id)
+        results = instances_to_yolact_coco_json(instances, image_id)
         for result in results:
             contiguous_id = result["category_id"]
             result["category_id"] = self.dataset_ids[contiguous_id] if self.dataset_ids else contiguous_id + 1
