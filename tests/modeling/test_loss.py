@@ -61,11 +61,11 @@ def _loss_module(cfg, input_size=32, num_classes=3):
     return YolactLoss(cfg, {"p3": ShapeSpec(channels=4, stride=8)})
 
 
-def test_mask_loss_matches_explicit_per_instance_computation(cfg):
-    loss = _loss_module(cfg)
-    g = torch.Generator().manual_seed(0)
-    protos = torch.rand(1, 4, 8, 8, generator=g)  # prototypes at 1/4 of a 32 x 32 input
-    coefs = torch.rand(1, 3, 4, generator=g) * 2 - 1
+def _two_object_image(num_anchors, seed):
+    """Prototypes (1, 4, 8, 8) at 1/4 of a 32 x 32 input, coefficients (1, num_anchors, 4), GT of 2 boxed masks."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.rand(1, 4, 8, 8, generator=g)
+    coefs = torch.rand(1, num_anchors, 4, generator=g) * 2 - 1
     inst = Instances((32, 32))
     inst.gt_boxes = Boxes(torch.tensor([[4.0, 8.0, 20.0, 24.0], [16.0, 0.0, 32.0, 12.0]]))
     inst.gt_classes = torch.tensor([0, 2])
@@ -73,6 +73,12 @@ def test_mask_loss_matches_explicit_per_instance_computation(cfg):
     masks[0, 8:24, 4:20] = True
     masks[1, 0:12, 16:32] = True
     inst.gt_masks = BitMasks(masks)
+    return protos, coefs, inst, masks
+
+
+def test_mask_loss_matches_explicit_per_instance_computation(cfg):
+    loss = _loss_module(cfg)
+    protos, coefs, inst, masks = _two_object_image(3, seed=0)
     matched = torch.tensor([[0, 1, 0]])
     state = torch.tensor([[1, 1, 0]])
     got = loss.mask_loss(loss.sample_masks(protos, coefs, [inst], matched, state))
@@ -215,17 +221,8 @@ def test_semantic_loss_levels_must_exist_and_share_channels(cfg):
 
 
 def _busy_image(num_positives=5):
-    """Prototypes (1, 4, 8, 8), coefficients (1, P, 4) and one 32 x 32 image whose P anchors are all positives."""
-    g = torch.Generator().manual_seed(1)
-    protos = torch.rand(1, 4, 8, 8, generator=g)
-    coefs = torch.rand(1, num_positives, 4, generator=g) * 2 - 1
-    inst = Instances((32, 32))
-    inst.gt_boxes = Boxes(torch.tensor([[4.0, 8.0, 20.0, 24.0], [16.0, 0.0, 32.0, 12.0]]))
-    inst.gt_classes = torch.tensor([0, 2])
-    masks = torch.zeros(2, 32, 32, dtype=torch.bool)
-    masks[0, 10:22, 6:18] = True
-    masks[1, 0:12, 20:32] = True
-    inst.gt_masks = BitMasks(masks)
+    """:func:`_two_object_image`'s inputs to ``sample_masks`` for P anchors, all positives (alternating GTs)."""
+    protos, coefs, inst, _ = _two_object_image(num_positives, seed=1)
     matched = (torch.arange(num_positives) % 2)[None]
     state = torch.ones(1, num_positives, dtype=torch.int64)
     return protos, coefs, [inst], matched, state
