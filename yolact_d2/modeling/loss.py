@@ -248,7 +248,7 @@ class YolactLoss(nn.Module):
             if num_pos == 0:
                 continue
             if num_pos > self.masks_to_train:
-                pos = pos[torch.randperm(pos.numel(), device=pos.device)[: self.masks_to_train]]
+                pos = pos[torch.randperm(num_pos, device=pos.device)[: self.masks_to_train]]
             gt_idx = m[pos]
             boxes = gt.gt_boxes.tensor[gt_idx] * scale
             samples.append(SampledMasks(
