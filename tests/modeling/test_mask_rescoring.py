@@ -1,9 +1,11 @@
+import numpy as np
 import pytest
 import torch
 
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.visualizer import Visualizer
 
 from yolact_d2.modeling.loss import SampledMasks, YolactLoss
 from yolact_d2.modeling.mask_rescoring import MaskIoUNet, mask_iou
@@ -98,6 +100,11 @@ def test_inference_rescores_the_masks_and_keeps_class_scores_for_boxes(cfg):
     assert (rescored.scores[:-1] >= rescored.scores[1:]).all()
     torch.testing.assert_close(rescored.mask_scores, plain.scores * (plain.pred_classes + 1).float() / 10)
     assert (rescored.mask_scores < rescored.scores).all()
+    # the extra field follows indexing (the demo's threshold) and the Visualizer ignores it
+    kept = rescored[rescored.scores >= rescored.scores[2]]
+    assert torch.equal(kept.mask_scores, rescored.mask_scores[:3])
+    drawn = Visualizer(np.zeros((96, 128, 3), dtype=np.uint8)).draw_instance_predictions(kept).get_image()
+    assert drawn.shape == (96, 128, 3) and drawn.any()
 
 
 def test_inference_multiplies_scores_by_the_predicted_iou_and_resorts(cfg):
