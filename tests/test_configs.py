@@ -108,3 +108,30 @@ def test_unknown_keys_name_the_key_its_source_and_the_closest_keys(tmp_path):
         load_yolact_config(str(bad), [])
     with pytest.raises(KeyError, match="XYZZY .*no key of detectron2 or add_yolact_config is close"):
         load_yolact_config(base, ["XYZZY", "1"])
+PAPER_CONFIGS = [p for p in CONFIGS if os.sep + "embedded" + os.sep not in p]
+
+
+@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=[os.path.relpath(p, ROOT) for p in PAPER_CONFIGS])
+def test_paper_configs_train_the_backbone_batch_norms_as_the_original(path):
+    """SyncBN in every ResNet stage past FREEZE_AT (the original trains its BatchNorms); FrozenBN in the others."""
+    import torch
+
+    from detectron2.layers import FrozenBatchNorm2d
+    from detectron2.modeling import build_backbone
+
+    cfg = _load(path)
+    assert cfg.MODEL.RESNETS.NORM == "SyncBN"
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.RESNETS.DEPTH, cfg.MODEL.RESNETS.RES2_OUT_CHANNELS = 18, 64  # the norms do not depend on the depth
+    bottom_up = build_backbone(cfg).bottom_up
+    frozen = ["stem", "res2", "res3", "res4", "res5"][: cfg.MODEL.BACKBONE.FREEZE_AT]
+    for name, stage in bottom_up.named_children():
+        norms = {type(m) for m in stage.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.SyncBatchNorm,
+                                                                     FrozenBatchNorm2d))}
+        assert norms == ({FrozenBatchNorm2d} if name in frozen else {torch.nn.SyncBatchNorm}), name
+    assert (cfg.MODEL.BACKBONE.FREEZE_AT == 0) == ("original" in path)
+
+
+def test_embedded_configs_keep_group_norm():
+    for name in ("yolact_R_18_shapes.yaml", "yolact_plus_R_18_shapes.yaml"):
+        assert _load(os.path.join(ROOT, "configs", "embedded", name)).MODEL.RESNETS.NORM == "GN"

@@ -17,9 +17,12 @@ Convert weights of the original YOLACT (github.com/dbolya/yolact) into detectron
 
       python tools/convert_yolact_weights.py --backbone resnet101_reducedfc.pth output/original/resnet101_reducedfc.pth
 
-YOLACT++ checkpoints (``yolact_plus_base``, ``yolact_plus_resnet50``) convert the same way, the DCN biases folded
-into the norms after them. The DarkNet-53 model (``yolact_darknet53``) is not supported: there is no DarkNet
-backbone here.
+YOLACT++ checkpoints (``yolact_plus_base``, ``yolact_plus_resnet50``: deformable convs, mask re-scoring) are
+converted the same way, the biases of the original's DCNv2 convs folded into the norms that follow them. The
+DarkNet-53 model (``yolact_darknet53``) is not supported: there is no DarkNet backbone here.
+
+BatchNorm's ``num_batches_tracked`` counters are kept where the model's norms train (BN, SyncBN: the
+configs/original/ models, as the original) and dropped where they are frozen (FrozenBN has none).
 """
 import argparse
 import os
@@ -45,8 +48,9 @@ DEFAULT_PLUS_MODEL_OF_DEPTH = {101: "yolact_plus_base", 50: "yolact_plus_resnet5
 # Number of bottleneck blocks of the third stage (conv4_x) -> ResNet depth.
 DEPTH_OF_STAGE3_BLOCKS = {6: 50, 23: 101}
 
-# Parameters and buffers that are converted; BatchNorm's num_batches_tracked is dropped (FrozenBN has none).
-PARAMETERS = {"weight", "bias", "running_mean", "running_var"}
+# Parameters and buffers that are converted.
+PARAMETERS = {"weight", "bias", "running_mean", "running_var", "num_batches_tracked"}
+BATCH_NORM_COUNTER = "num_batches_tracked"
 
 # ResNet modules, named as in the original's backbone.py (torchvision's, with ``layers.i`` for ``layer{i+1}``),
 # and as in detectron2's ResNet (the torchvision layout is detectron2's with MODEL.RESNETS.STRIDE_IN_1X1 False).
@@ -218,14 +222,14 @@ def rename_state_dict(
     skip: Callable[[str], bool],
 ) -> Dict[str, torch.Tensor]:
     """
-    Rename every ``<module>.<parameter>`` key by ``rename_module(module)``, dropping BatchNorm's
-    ``num_batches_tracked`` and the keys for which ``skip(key)``. Any other key whose module is unknown
-    (``rename_module`` gives None) or whose parameter is not in :data:`PARAMETERS` is an error naming it.
+    Rename every ``<module>.<parameter>`` key by ``rename_module(module)``, dropping the keys for which
+    ``skip(key)``. Any other key whose module is unknown (``rename_module`` gives None) or whose parameter is
+    not in :data:`PARAMETERS` is an error naming it.
     """
     renamed, unknown = {}, []
     for key, value in state_dict.items():
         module, _, param = key.rpartition(".")
-        if param == "num_batches_tracked" or skip(key):
+        if skip(key):
             continue
         new_module = rename_module(module)
         if new_module is None or param not in PARAMETERS:
@@ -281,6 +285,15 @@ def build_original_model(model: str):
     return build_model(cfg)
 
 
+def fit_batch_norm_counters(state_dict: Dict[str, torch.Tensor], model: torch.nn.Module) -> Dict[str, torch.Tensor]:
+    """
+    ``state_dict`` without the BatchNorm ``num_batches_tracked`` counters that ``model`` has no place for: its
+    frozen norms (FrozenBN) have none, its trained ones (BN, SyncBN) keep the checkpoint's.
+    """
+    own = model.state_dict()
+    return {key: value for key, value in state_dict.items() if not key.endswith(BATCH_NORM_COUNTER) or key in own}
+
+
 def check_matches_model(state_dict: Dict[str, torch.Tensor], model: torch.nn.Module) -> None:
     """Raise unless ``state_dict`` has exactly the keys of ``model.state_dict()``, with the same shapes."""
     expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
@@ -329,7 +342,9 @@ def main(argv=None) -> None:
         return
     converted = convert_yolact(state_dict)
     model = choose_model(state_dict, args.input, args.model)
-    check_matches_model(converted, build_original_model(model))
+    net = build_original_model(model)
+    converted = fit_batch_norm_counters(converted, net)
+    check_matches_model(converted, net)
     save_checkpoint(converted, args.output, f"dbolya/yolact {model}")
     print(
         f"Wrote {model} (ResNet-{ORIGINAL_MODELS[model]}) to {args.output}. Use it with\n"

@@ -28,7 +28,8 @@ instances (masks, boxes, class names and scores) with detectron2's Visualizer. F
   ``category_id`` is the dataset's id of the class when the metadata of ``DATASETS.TEST[0]`` has
   ``thing_dataset_id_to_contiguous_id`` (COCO, ``--dataset``), else the class index + 1; ``bbox`` is XYWH in
   pixels; ``segmentation`` a compressed RLE with ``counts`` as str, or with ``--mask-format polygon`` a list of
-  ``[x1, y1, x2, y2, ...]`` polygons (:func:`yolact_d2.utils.instances_to_coco_dicts`); ``score``.
+  ``[x1, y1, x2, y2, ...]`` polygons (:func:`yolact_d2.utils.instances_to_coco_dicts`); ``score``; for YOLACT++
+  ``mask_score``, the score of the mask (``score`` is the box's).
 
 Unreadable images are reported by name and skipped. Exit status: 0 when at least one image (or frame) was
 processed, even if others could not be read; 1 when none was, or the demo could not start (no display to show

@@ -11,7 +11,8 @@ Export YOLACT / YOLACT++, post-processing included, to TorchScript or ONNX (the 
   refused). The config is saved next to it as ``config.yaml``.
 * The graph takes one image resized to the network input, (1, 3, S, S) float 0-255 in ``INPUT.FORMAT``, and
   returns ``boxes`` (D, 4) XYXY in input pixels, ``scores`` (D,), ``classes`` (D,) int64 and ``masks``
-  (D, Hp, Wp) soft masks at prototype resolution, D varying with the image (:mod:`yolact_d2.export`).
+  (D, Hp, Wp) soft masks at prototype resolution, D varying with the image (:mod:`yolact_d2.export`); YOLACT++
+  also returns ``mask_scores`` (D,), the re-scored scores of the masks.
 * Config overrides: ``--opts KEY VALUE ...`` last, or the pairs alone at the end (after ``--``).
 * ``--sample-image`` (or ``--input``) is the image the graph is recorded on (else a synthetic one): any image
   of the network size gives the same graph. The exported file is then run on it and must find the eager
@@ -37,7 +38,7 @@ from detectron2.utils.logger import setup_logger
 from yolact_d2.config import add_config_arguments, config_overrides, load_yolact_config
 from yolact_d2.data import read_image
 from yolact_d2.engine import YolactCheckpointer
-from yolact_d2.export import ExportedYolact, export_onnx, export_torchscript, preprocess_image
+from yolact_d2.export import ExportedYolact, export_onnx, export_torchscript, output_names, preprocess_image
 
 # --format -> (file name, exporter)
 FORMATS = {"torchscript": ("model.ts", export_torchscript), "onnx": ("model.onnx", export_onnx)}
@@ -93,20 +94,21 @@ def check_exported(model, exported: ExportedYolact, image: torch.Tensor) -> None
     got = exported([{"image": image}])[0]["instances"]
     if len(got) != len(expected):
         sys.exit(f"On the sample image the exported model finds {len(got)} detections, the eager one {len(expected)}")
-    if not torch.allclose(got.scores, expected.scores, rtol=1e-3, atol=1e-4):
-        sys.exit("On the sample image the exported model's scores differ from the eager model's")
+    for field in ("scores", "mask_scores"):
+        if expected.has(field) and not torch.allclose(got.get(field), expected.get(field), rtol=1e-3, atol=1e-4):
+            sys.exit(f"On the sample image the exported model's {field} differ from the eager model's")
     logger.info(f"The exported model finds the eager model's {len(got)} detections on the sample image")
 
 
-def print_usage(path: str, cfg_path: str, input_size: int) -> None:
+def print_usage(path: str, cfg_path: str, input_size: int, outputs: str) -> None:
     if path.endswith(".ts"):
         run = [
             "import torchvision  # registers the torchvision ops (nms, deform_conv2d) the file may use",
-            f'boxes, scores, classes, masks = torch.jit.load("{path}")(images)',
+            f'{outputs} = torch.jit.load("{path}")(images)',
         ]
     else:
         session = f'onnxruntime.InferenceSession("{path}")'
-        run = [f'boxes, scores, classes, masks = {session}.run(None, {{"images": images}})']
+        run = [f'{outputs} = {session}.run(None, {{"images": images}})']
     to_instances = [
         f'cfg = get_cfg(); add_yolact_config(cfg); cfg.merge_from_file("{cfg_path}")',
         f'outputs = ExportedYolact("{path}", cfg)([{{"image": image, "height": h, "width": w}}])',
@@ -139,7 +141,7 @@ def main(args) -> int:
     with open(cfg_path, "w") as f:
         f.write(cfg.dump())
     check_exported(model, ExportedYolact(path, cfg), image.to(model.device))
-    print_usage(path, cfg_path, cfg.MODEL.YOLACT.INPUT_SIZE)
+    print_usage(path, cfg_path, cfg.MODEL.YOLACT.INPUT_SIZE, ", ".join(output_names(model)))
     return 0
 
 

@@ -179,7 +179,9 @@ def add_yolact_config(cfg):
     # "softmax_focal": weight of the foreground anchors (the background's is 1 - alpha) and focusing exponent.
     _C.MODEL.YOLACT.LOSS.FOCAL_LOSS_ALPHA = 0.25
     _C.MODEL.YOLACT.LOSS.FOCAL_LOSS_GAMMA = 2.0
-    # Positives per image whose masks are assembled and trained (sampled at random when there are more).
+    # Positives per image whose masks are assembled and trained. An image with more trains a random subset of
+    # this size, its mask loss scaled by positives / sampled so that it keeps its expected magnitude (as the
+    # original).
     _C.MODEL.YOLACT.LOSS.MASKS_TO_TRAIN = 100
     # Semantic segmentation auxiliary branch (training only): the model's sem_seg_head, one 1x1 conv shared by the
     # features it reads, whose logits the loss trains against per-class unions of the GT masks.
@@ -196,6 +198,13 @@ def add_yolact_config(cfg):
     _C.MODEL.YOLACT.MASK_RESCORING.LOSS_WEIGHT = 25.0
     # Masks whose GT covers at most this many prototype pixels are not trained on (the original: 5 x 5).
     _C.MODEL.YOLACT.MASK_RESCORING.MIN_GT_AREA = 25
+    # Detach the masks fed to the mask IoU net in training, so that its loss trains that net only. False (the
+    # original): the loss also sends gradient into the mask coefficients and prototypes.
+    _C.MODEL.YOLACT.MASK_RESCORING.DETACH_MASKS = False
+    # The score of the boxes: "class" (the original), the class score, while the masks carry score * predicted
+    # IoU in Instances.mask_scores, each evaluated with its own (YolactCOCOEvaluator); "rescored": boxes and
+    # masks both scored, and ordered, by score * predicted IoU.
+    _C.MODEL.YOLACT.MASK_RESCORING.BOX_SCORES = "class"
 
     # Post-processing (inference).
     _C.MODEL.YOLACT.POSTPROCESS = CN()

@@ -18,6 +18,7 @@ from yolact_d2.data import YolactDatasetMapper, register_coco_dataset
 from yolact_d2.engine import AutocastTrainer, YolactTrainer
 from yolact_d2.engine import trainer as trainer_module
 from yolact_d2.engine.trainer import drop_metrics_from
+from yolact_d2.evaluation import YolactCOCOEvaluator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -169,6 +170,8 @@ def _perfect_outputs(dataset_dicts):
 def test_evaluation_of_perfect_predictions_gives_ap_100(cfg, tiny_dataset, tmp_path):
     dicts = DatasetCatalog.get(tiny_dataset)
     perfect = _perfect_outputs(dicts)
+    for inst in perfect.values():  # YOLACT++'s masks carry scores of their own
+        inst.mask_scores = torch.full((len(inst),), 0.5)
 
     class Oracle(torch.nn.Module):
         def forward(self, inputs):
@@ -177,6 +180,7 @@ def test_evaluation_of_perfect_predictions_gives_ap_100(cfg, tiny_dataset, tmp_p
     cfg = _train_cfg(cfg, tiny_dataset, tmp_path, 1)
     loader = YolactTrainer.build_test_loader(cfg, tiny_dataset)
     evaluator = YolactTrainer.build_evaluator(cfg, tiny_dataset)
+    assert isinstance(evaluator, YolactCOCOEvaluator)
     results = inference_on_dataset(Oracle(), loader, evaluator)
     assert results["bbox"]["AP"] == pytest.approx(100.0)
     assert results["segm"]["AP"] == pytest.approx(100.0)

@@ -15,6 +15,7 @@ from yolact_d2.export import (
     check_exportable,
     export_onnx,
     export_torchscript,
+    output_names,
     preprocess_image,
 )
 from yolact_d2.modeling import FastNMS
@@ -85,10 +86,10 @@ def _export(model, fmt, folder):
 
 
 def _eager_detections(model, image):
-    """What the exported graph computes, run eagerly: (boxes, scores, classes, masks)."""
+    """What the exported graph computes, run eagerly: (boxes, scores, classes, masks[, mask_scores])."""
     with torch.no_grad():
         images, regions = model.preprocess_image([{"image": image}])
-        return model.inference(images, regions)[0]
+        return tuple(d for d in model.inference(images, regions)[0] if d is not None)
 
 
 def _check_same_detections(model, exported):
@@ -97,12 +98,15 @@ def _check_same_detections(model, exported):
     for image in IMAGES.values():
         expected = _eager_detections(model, image)
         got = exported.run(preprocess_image(image, SIZE))
-        assert [o.shape[0] for o in got] == [len(expected[0])] * 4
-        boxes, scores, classes, masks = got
+        assert len(got) == len(output_names(model)) == len(expected)
+        assert [o.shape[0] for o in got] == [len(expected[0])] * len(got)
+        boxes, scores, classes, masks = got[:4]
         torch.testing.assert_close(boxes, expected[0], rtol=1e-4, atol=1e-3)
         torch.testing.assert_close(scores, expected[1], rtol=1e-4, atol=1e-5)
         assert classes.dtype == torch.int64 and torch.equal(classes, expected[2])
         torch.testing.assert_close(masks, expected[3], rtol=1e-4, atol=1e-4)
+        if len(got) == 5:  # YOLACT++'s mask scores
+            torch.testing.assert_close(got[4], expected[4], rtol=1e-4, atol=1e-5)
         counts.append(len(scores))
     return counts
 
@@ -184,8 +188,18 @@ def test_yolact_plus_exports_deformable_convs_and_rescoring(tmp_path, fmt):
     path = _export(model, fmt, tmp_path)  # before any eager run: the anchor cache must not keep traced tensors
     counts = _check_same_detections(model, ExportedYolact(path, cfg))
     assert counts[0] > counts[1] > 0 and counts[2] == 0
+    assert output_names(model) == OUTPUT_NAMES + ("mask_scores",)
     if fmt == "onnx":
-        assert "DeformConv" in {node.op_type for node in onnx.load(path).graph.node}
+        proto = onnx.load(path)
+        assert "DeformConv" in {node.op_type for node in proto.graph.node}
+        assert [o.name for o in proto.graph.output] == list(output_names(model))
+    inputs = [{"image": IMAGES["many"], "height": 50, "width": 60}]
+    with torch.no_grad():
+        expected = model(inputs)[0]["instances"]
+    got = ExportedYolact(path, cfg)(inputs)[0]["instances"]
+    assert set(got.get_fields()) == set(expected.get_fields()) >= {"scores", "mask_scores"}
+    torch.testing.assert_close(got.mask_scores, expected.mask_scores, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got.scores, expected.scores, rtol=1e-4, atol=1e-5)
 
 
 class _CustomNMS(FastNMS):

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -61,11 +62,11 @@ def _loss_module(cfg, input_size=32, num_classes=3):
     return YolactLoss(cfg)
 
 
-def test_mask_loss_matches_explicit_per_instance_computation(cfg):
-    loss = _loss_module(cfg)
-    g = torch.Generator().manual_seed(0)
-    protos = torch.rand(1, 4, 8, 8, generator=g)  # prototypes at 1/4 of a 32 x 32 input
-    coefs = torch.rand(1, 3, 4, generator=g) * 2 - 1
+def _two_object_image(num_anchors, seed):
+    """Prototypes (1, 4, 8, 8) at 1/4 of a 32 x 32 input, coefficients (1, num_anchors, 4), GT of 2 boxed masks."""
+    g = torch.Generator().manual_seed(seed)
+    protos = torch.rand(1, 4, 8, 8, generator=g)
+    coefs = torch.rand(1, num_anchors, 4, generator=g) * 2 - 1
     inst = Instances((32, 32))
     inst.gt_boxes = Boxes(torch.tensor([[4.0, 8.0, 20.0, 24.0], [16.0, 0.0, 32.0, 12.0]]))
     inst.gt_classes = torch.tensor([0, 2])
@@ -73,6 +74,12 @@ def test_mask_loss_matches_explicit_per_instance_computation(cfg):
     masks[0, 8:24, 4:20] = True
     masks[1, 0:12, 16:32] = True
     inst.gt_masks = BitMasks(masks)
+    return protos, coefs, inst, masks
+
+
+def test_mask_loss_matches_explicit_per_instance_computation(cfg):
+    loss = _loss_module(cfg)
+    protos, coefs, inst, masks = _two_object_image(3, seed=0)
     matched = torch.tensor([[0, 1, 0]])
     state = torch.tensor([[1, 1, 0]])
     got = loss.mask_loss(loss.sample_masks(protos, coefs, [inst], matched, state))
@@ -302,3 +309,39 @@ def test_images_without_objects_add_only_background_semantic_loss(cfg, crowd):
     assert [losses[k].item() for k in ("loss_cls", "loss_box_reg", "loss_mask")] == [0.0, 0.0, 0.0]
     sum(losses.values()).backward()
     assert only_empty["cls_logits"].grad is not None
+
+
+def _busy_image(num_positives=5):
+    """:func:`_two_object_image`'s inputs to ``sample_masks`` for P anchors, all positives (alternating GTs)."""
+    protos, coefs, inst, _ = _two_object_image(num_positives, seed=1)
+    matched = (torch.arange(num_positives) % 2)[None]
+    state = torch.ones(1, num_positives, dtype=torch.int64)
+    return protos, coefs, [inst], matched, state
+
+
+def test_sub_sampled_mask_loss_equals_the_full_one_in_expectation(cfg, monkeypatch):
+    """
+    5 positives, 2 trained: averaged over every permutation randperm can draw (each equally likely), the
+    rescaled loss of the 2 sampled masks equals the loss of all 5; each draw is the sampled masks' loss x 5 / 2.
+    """
+    loss = _loss_module(cfg)
+    inputs = _busy_image(5)
+    full = loss.mask_loss(loss.sample_masks(*inputs)).item()
+    per_mask = [loss.mask_loss(loss.sample_masks(*inputs[:3], inputs[3], inputs[4] * (torch.arange(5) == a))).item()
+                for a in range(5)]
+    assert full == pytest.approx(sum(per_mask), rel=1e-5)
+    loss.masks_to_train = 2
+    draws = []
+    for perm in itertools.permutations(range(5)):
+        monkeypatch.setattr(torch, "randperm", lambda n, device=None, perm=perm: torch.tensor(perm, device=device))
+        samples = loss.sample_masks(*inputs)
+        assert samples[0].logits.shape[0] == 2 and samples[0].weight == 2.5
+        draws.append(loss.mask_loss(samples).item())
+        assert draws[-1] == pytest.approx(2.5 * (per_mask[perm[0]] + per_mask[perm[1]]), rel=1e-5)
+    assert sum(draws) / len(draws) == pytest.approx(full, rel=1e-5)
+
+
+def test_images_under_the_cap_keep_weight_one(cfg):
+    loss = _loss_module(cfg)
+    samples = loss.sample_masks(*_busy_image(5))
+    assert samples[0].weight == 1.0 and samples[0].logits.shape[0] == 5

@@ -1,8 +1,10 @@
+import numpy as np
 import pytest
 import torch
 
 from detectron2.modeling import build_model
 from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.visualizer import Visualizer
 
 from yolact_d2.modeling.loss import SampledMasks, YolactLoss
 from yolact_d2.modeling.mask_rescoring import MaskIoUNet, mask_iou
@@ -70,8 +72,10 @@ class _ConstantIoU(torch.nn.Module):
         return (torch.arange(5, dtype=torch.float32) + 1).div(10).expand(masks.shape[0], 5)
 
 
-def test_inference_multiplies_scores_by_the_predicted_iou_and_resorts(cfg):
+def _plain_and_rescored(cfg, box_scores):
+    """Instances of one image from the model without re-scoring and with :class:`_ConstantIoU`'s."""
     cfg.MODEL.YOLACT.MASK_RESCORING.ENABLED = True
+    cfg.MODEL.YOLACT.MASK_RESCORING.BOX_SCORES = box_scores
     cfg.MODEL.YOLACT.POSTPROCESS.SCORE_THRESH = 0.0
     cfg.TEST.DETECTIONS_PER_IMAGE = 30
     model = build_model(cfg).eval()
@@ -82,16 +86,42 @@ def test_inference_multiplies_scores_by_the_predicted_iou_and_resorts(cfg):
         plain = model([{"image": image}])[0]["instances"]
         model.mask_rescoring = _ConstantIoU()
         rescored = model([{"image": image}])[0]["instances"]
+    assert not plain.has("mask_scores")
+    return plain, rescored
+
+
+def test_inference_rescores_the_masks_and_keeps_class_scores_for_boxes(cfg):
+    plain, rescored = _plain_and_rescored(cfg, "class")
+    assert len(plain) == 30 and rescored.get_fields().keys() == {*plain.get_fields(), "mask_scores"}
+    for field in ("scores", "pred_classes", "pred_masks"):
+        assert torch.equal(rescored.get(field), plain.get(field))  # same detections, same (class score) order
+    assert torch.equal(rescored.pred_boxes.tensor, plain.pred_boxes.tensor)
+    assert (rescored.scores[:-1] >= rescored.scores[1:]).all()
+    torch.testing.assert_close(rescored.mask_scores, plain.scores * (plain.pred_classes + 1).float() / 10)
+    assert (rescored.mask_scores < rescored.scores).all()
+    # the extra field follows indexing (the demo's threshold) and the Visualizer ignores it
+    kept = rescored[rescored.scores >= rescored.scores[2]]
+    assert torch.equal(kept.mask_scores, rescored.mask_scores[:3])
+    drawn = Visualizer(np.zeros((96, 128, 3), dtype=np.uint8)).draw_instance_predictions(kept).get_image()
+    assert drawn.shape == (96, 128, 3) and drawn.any()
+
+
+def test_inference_multiplies_scores_by_the_predicted_iou_and_resorts(cfg):
+    plain, rescored = _plain_and_rescored(cfg, "rescored")
     expected = plain.scores * (plain.pred_classes + 1).float() / 10
     expected, order = expected.sort(descending=True)
     torch.testing.assert_close(rescored.scores, expected)
+    torch.testing.assert_close(rescored.mask_scores, expected)
     assert torch.equal(rescored.pred_classes, plain.pred_classes[order])
     torch.testing.assert_close(rescored.pred_boxes.tensor, plain.pred_boxes.tensor[order])
     assert torch.equal(rescored.pred_masks, plain.pred_masks[order])
 
 
-def test_training_adds_a_finite_mask_iou_loss(cfg):
+@pytest.mark.parametrize("detach", [False, True])
+def test_training_adds_a_finite_mask_iou_loss(cfg, detach):
+    """The mask IoU loss trains the mask IoU net, and the masks (coefficients, prototypes) unless detached."""
     cfg.MODEL.YOLACT.MASK_RESCORING.ENABLED = True
+    cfg.MODEL.YOLACT.MASK_RESCORING.DETACH_MASKS = detach
     model = build_model(cfg).train()
     torch.nn.init.constant_(model.mask_rescoring.layers[-2].bias, 1.0)  # keep the final ReLU open
     inst = Instances((160, 160))
@@ -104,4 +134,8 @@ def test_training_adds_a_finite_mask_iou_loss(cfg):
     assert torch.isfinite(losses["loss_mask_iou"]) and losses["loss_mask_iou"] > 0
     losses["loss_mask_iou"].backward()
     assert model.mask_rescoring.layers[0].weight.grad.abs().sum() > 0
-    assert model.head.coef_pred.weight.grad is None or model.head.coef_pred.weight.grad.abs().sum() == 0
+    mask_branch = (model.head.coef_pred.weight, model.protonet.predictor.weight)
+    if detach:
+        assert all(p.grad is None or p.grad.abs().sum() == 0 for p in mask_branch)
+    else:
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in mask_branch)

@@ -14,6 +14,7 @@ import torchvision
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import DefaultPredictor
+from detectron2.modeling import build_model
 from detectron2.structures import Instances
 
 from yolact_d2 import add_yolact_config
@@ -44,10 +45,10 @@ def _conv(orig, ours, out_channels, in_channels, kernel, bias=True):
 
 
 def _bn(orig, ours_conv, channels):
-    """A BatchNorm2d; detectron2 puts it in its conv as ``norm``. num_batches_tracked is dropped."""
+    """A BatchNorm2d; detectron2 puts it in its conv as ``norm``."""
     for param in ("weight", "bias", "running_mean", "running_var"):
         yield f"{orig}.{param}", f"{ours_conv}.norm.{param}", (channels,)
-    yield f"{orig}.num_batches_tracked", None, ()
+    yield f"{orig}.num_batches_tracked", f"{ours_conv}.norm.num_batches_tracked", ()
 
 
 def _dcn(orig, ours, width):
@@ -192,8 +193,8 @@ def test_every_tensor_lands_in_the_model(tmp_path, capsys, depth, model):
     assert saved["matching_heuristics"] is False and "yolact" in saved["__author__"]
     expected = expected_conversion(spec, original)
     _assert_same_tensors(saved["model"], expected)
-    assert any(k.endswith("num_batches_tracked") for k in original)
-    assert not any(k.endswith("num_batches_tracked") for k in saved["model"])
+    # the configs/original/ models train their BatchNorms (SyncBN), whose counters are kept
+    assert any(k.endswith("num_batches_tracked") for k in saved["model"])
 
     net = tool.build_original_model(model)
     assert net.state_dict().keys() == expected.keys()  # no missing, no unexpected keys
@@ -306,7 +307,7 @@ def test_imagenet_backbone_conversion(tmp_path):
     expected = {ours: original[orig] for orig, ours, _ in spec if ours}
     saved = torch.load(dst, weights_only=True)
     _assert_same_tensors(saved["model"], expected)
-    assert not any(key.startswith("fc") or "num_batches_tracked" in key for key in saved["model"])
+    assert not any(key.startswith("fc") for key in saved["model"])
 
     net = tool.build_original_model("yolact_resnet50")
     bottom_up = {key for key in net.state_dict() if key.startswith("backbone.bottom_up.")}
@@ -329,3 +330,19 @@ def test_original_configs(model):
     assert cfg.INPUT.FORMAT == "RGB" and not cfg.MODEL.RESNETS.STRIDE_IN_1X1
     assert cfg.MODEL.PIXEL_MEAN == [123.68, 116.78, 103.94] and cfg.MODEL.PIXEL_STD == [58.40, 57.12, 57.38]
     assert cfg.MODEL.WEIGHTS == f"output/original/{model}_54_800000.pth"
+
+
+def test_batch_norm_counters_are_dropped_for_a_frozen_bn_model(r50_original):
+    converted = tool.convert_yolact(r50_original)
+    cfg = get_cfg()
+    add_yolact_config(cfg)
+    cfg.merge_from_file(tool.original_config_file("yolact_resnet50"))
+    cfg.MODEL.DEVICE, cfg.MODEL.WEIGHTS, cfg.MODEL.RESNETS.NORM = "cpu", "", "FrozenBN"
+    frozen = build_model(cfg)
+    with pytest.raises(ValueError, match=r"unexpected backbone\.bottom_up\.res2\.0\.conv1\.norm\.num_batches_tracked"):
+        tool.check_matches_model(converted, frozen)
+    fitted = tool.fit_batch_norm_counters(converted, frozen)
+    tool.check_matches_model(fitted, frozen)
+    assert fitted.keys() == {k for k in converted if not k.endswith("num_batches_tracked")}
+    trained = tool.build_original_model("yolact_resnet50")  # SyncBN: every counter kept
+    assert tool.fit_batch_norm_counters(converted, trained).keys() == converted.keys()

@@ -129,7 +129,7 @@ def _normalize_batch_norms(model: nn.Module, inputs: Sequence[Dict]) -> None:
         module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
         module.running_var.copy_(x.var(dim=(0, 2, 3)))
 
-    norms = [m for m in model.modules() if isinstance(m, (FrozenBatchNorm2d, nn.BatchNorm2d))]
+    norms = [m for m in model.modules() if isinstance(m, (FrozenBatchNorm2d, nn.BatchNorm2d, nn.SyncBatchNorm))]
     handles = [m.register_forward_pre_hook(calibrate) for m in norms if m.running_mean is not None]
     try:
         with torch.no_grad():

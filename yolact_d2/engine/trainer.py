@@ -19,6 +19,7 @@ from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import setup_logger
 
 from ..data.build import build_yolact_test_loader, build_yolact_train_loader, check_num_classes
+from ..evaluation import YolactCOCOEvaluator
 from .checkpoint import YolactCheckpointer
 
 __all__ = [
@@ -165,7 +166,8 @@ def build_adamw(params, *, lr: float, weight_decay: float, clip_gradients: Optio
 class YolactTrainer(DefaultTrainer):
     """
     A DefaultTrainer that feeds YOLACT models through :class:`YolactDatasetMapper` (other meta-architectures,
-    e.g. Mask R-CNN for comparison, keep detectron2's loaders), evaluates with COCOEvaluator (bbox + segm),
+    e.g. Mask R-CNN for comparison, keep detectron2's loaders), evaluates with COCOEvaluator (bbox + segm; for
+    YOLACT its :class:`YolactCOCOEvaluator`, which scores YOLACT++'s masks with their own scores),
     checks the class count of the config against the datasets, and runs multi-process and in mixed precision
     (``SOLVER.AMP.ENABLED``, see :func:`build_step_trainer`) on CPU or GPU.
     """
@@ -262,4 +264,5 @@ class YolactTrainer(DefaultTrainer):
                 f"(bbox + segm) is supported"
             )
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return COCOEvaluator(dataset_name, tasks=("bbox", "segm"), distributed=True, output_dir=output_folder)
+        evaluator = YolactCOCOEvaluator if cfg.MODEL.META_ARCHITECTURE == "YOLACT" else COCOEvaluator
+        return evaluator(dataset_name, tasks=("bbox", "segm"), distributed=True, output_dir=output_folder)

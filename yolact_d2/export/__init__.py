@@ -2,7 +2,8 @@
 Export of YOLACT / YOLACT++ with its whole post-processing, to TorchScript (tracing) or ONNX, and inference with
 the exported files (``tools/export_model.py`` is the command line).
 
-* :class:`YolactExportable`: the traceable module, (1, 3, S, S) image in, (boxes, scores, classes, masks) out;
+* :class:`YolactExportable`: the traceable module, (1, 3, S, S) image in, (boxes, scores, classes, masks) out
+  (and mask_scores for YOLACT++);
 * :func:`export_torchscript`, :func:`export_onnx`: write ``model.ts`` / ``model.onnx``;
 * :class:`ExportedYolact`: run a written file on detectron2 inputs and get ``Instances`` back, with
   :func:`preprocess_image` (resize to the network input) and :func:`outputs_to_instances` (back to the image);
@@ -10,6 +11,6 @@ the exported files (``tools/export_model.py`` is the command line).
   model's soft masks (D, Hp, Wp), which cover the whole S x S input, to the output image and binarises them.
 """
 from ..modeling.postprocessing import masks_to_image as paste_masks
-from .exportable import OUTPUT_NAMES, YolactExportable, check_exportable
+from .exportable import OUTPUT_NAMES, YolactExportable, check_exportable, output_names
 from .exporters import ONNX_OPSET, export_onnx, export_torchscript
 from .runtime import ExportedYolact, outputs_to_instances, preprocess_image

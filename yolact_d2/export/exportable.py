@@ -6,10 +6,11 @@ from torch import nn
 
 from ..modeling import YOLACT
 
-__all__ = ["YolactExportable", "check_exportable", "OUTPUT_NAMES"]
+__all__ = ["YolactExportable", "check_exportable", "output_names", "OUTPUT_NAMES"]
 
-# The exported graph's outputs, in order (also the output names of the ONNX file).
+# The exported graph's outputs, in order (also the output names of the ONNX file); YOLACT++ adds MASK_SCORES.
 OUTPUT_NAMES = ("boxes", "scores", "classes", "masks")
+MASK_SCORES = "mask_scores"
 
 
 def check_exportable(model: nn.Module) -> None:
@@ -32,6 +33,11 @@ def check_exportable(model: nn.Module) -> None:
         )
 
 
+def output_names(model: YOLACT) -> Tuple[str, ...]:
+    """The names of the exported graph's outputs of ``model``, in order."""
+    return OUTPUT_NAMES + ((MASK_SCORES,) if model.mask_rescoring is not None else ())
+
+
 class YolactExportable(nn.Module):
     """
     A :class:`YOLACT` in eval mode, wrapped for ``torch.jit.trace`` and ``torch.onnx.export``: one image at
@@ -48,7 +54,9 @@ class YolactExportable(nn.Module):
     * returns (boxes, scores, classes, masks) for the D detections, 0 <= D <= ``TEST.DETECTIONS_PER_IMAGE``
       (D depends on the image): boxes (D, 4) float XYXY in input pixels within [0, S]; scores (D,) in
       decreasing order; classes (D,) int64 in [0, NUM_CLASSES); masks (D, Hp, Wp) float soft masks in [0, 1]
-      at prototype resolution, covering the whole S x S input, zero outside their box (padded by 1 pixel).
+      at prototype resolution, covering the whole S x S input, zero outside their box (padded by 1 pixel);
+      with YOLACT++'s re-scoring a fifth output, mask_scores (D,), the scores of the masks (see
+      :meth:`YOLACT.detect`).
     """
 
     def __init__(self, model: YOLACT):
@@ -68,4 +76,5 @@ class YolactExportable(nn.Module):
             raise ValueError(f"YolactExportable takes images of shape (1, 3, {s}, {s}); got {shape}")
         # a reshape to constant sizes (not images[0]) makes a traced graph refuse a batch of several images
         normalized = self.model.normalize(images.reshape(3, s, s))
-        return tuple(self.model.inference(normalized[None], [(s, s)])[0])
+        detections = self.model.inference(normalized[None], [(s, s)])[0]
+        return tuple(detections[:4]) if detections.mask_scores is None else tuple(detections)

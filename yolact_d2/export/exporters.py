@@ -9,7 +9,7 @@ import warnings
 
 import torch
 
-from .exportable import OUTPUT_NAMES, YolactExportable
+from .exportable import YolactExportable, output_names
 
 __all__ = ["export_torchscript", "export_onnx", "ONNX_OPSET"]
 
@@ -37,8 +37,8 @@ def export_torchscript(model, images: torch.Tensor, path: str) -> None:
 def export_onnx(model, images: torch.Tensor, path: str) -> None:
     """
     Export ``YolactExportable(model)`` to the ONNX file ``path`` (opset :data:`ONNX_OPSET`, weights inside),
-    with input ``images`` (1, 3, S, S) and outputs ``boxes``, ``scores``, ``classes``, ``masks`` (their first
-    dimension is dynamic). Fast NMS exports to plain tensor ops, StandardNMS's torchvision ``batched_nms`` to
+    with input ``images`` (1, 3, S, S) and outputs ``boxes``, ``scores``, ``classes``, ``masks`` (and
+    ``mask_scores`` for YOLACT++; their first dimension is dynamic). Fast NMS exports to plain tensor ops, StandardNMS's torchvision ``batched_nms`` to
     ``NonMaxSuppression``, YOLACT++'s deformable convs to ``DeformConv``; onnxruntime runs all of them.
 
     Args:
@@ -54,7 +54,7 @@ def export_onnx(model, images: torch.Tensor, path: str) -> None:
             dynamo=True,
             opset_version=ONNX_OPSET,
             input_names=["images"],
-            output_names=list(OUTPUT_NAMES),
+            output_names=list(output_names(model)),
             external_data=False,
             verbose=False,
         )

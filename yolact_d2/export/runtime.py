@@ -24,12 +24,12 @@ def outputs_to_instances(
     outputs: Sequence[torch.Tensor], output_size: Tuple[int, int], input_size: int, mask_threshold: float
 ) -> Instances:
     """
-    The exported model's outputs (boxes, scores, classes, masks) for one image as the eager model's
-    :class:`Instances` of ``output_size`` (H, W): boxes scaled from the S x S input and clipped, masks pasted
-    (bilinear resize, then ``> mask_threshold``; :func:`yolact_d2.export.paste_masks`).
+    The exported model's outputs (boxes, scores, classes, masks[, mask_scores]) for one image as the eager
+    model's :class:`Instances` of ``output_size`` (H, W): boxes scaled from the S x S input and clipped, masks
+    pasted (bilinear resize, then ``> mask_threshold``; :func:`yolact_d2.export.paste_masks`).
     """
     region = (input_size, input_size)
-    return detections_to_instances(*outputs, region, input_size, output_size, mask_threshold)
+    return detections_to_instances(*outputs[:4], region, input_size, output_size, mask_threshold, *outputs[4:])
 
 
 class _TorchScriptRunner:
@@ -79,7 +79,7 @@ class ExportedYolact:
         self._runner = _RUNNERS[extension](path, self.device)
 
     def run(self, images: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """The exported graph on images (1, 3, S, S): (boxes, scores, classes, masks), see YolactExportable."""
+        """The exported graph on images (1, 3, S, S): (boxes, scores, classes, masks[, mask_scores])."""
         return self._runner(images)
 
     def __call__(self, batched_inputs: List[Dict]) -> List[Dict[str, Instances]]:

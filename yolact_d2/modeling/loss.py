@@ -35,6 +35,7 @@ class SampledMasks(NamedTuple):
     crop: torch.Tensor  # (D, Hp, Wp) bool, the GT box region (1 px padding)
     boxes: torch.Tensor  # (D, 4) GT boxes, XYXY in prototype pixels
     classes: torch.Tensor  # (D,) GT classes
+    weight: float = 1.0  # the image's positives / D: its sampled masks stand for all of its positives
 
 
 def _put_scalars(**values: float) -> None:
@@ -175,6 +176,7 @@ class YolactLoss(nn.Module):
         box_reg_loss_type: str = "smooth_l1",
         masks_to_train: int = 100,
         min_gt_area: float = 25,
+        detach_masks: bool = False,
     ):
         """
         Args:
@@ -187,6 +189,8 @@ class YolactLoss(nn.Module):
             box_reg_loss_type: a key of :data:`BOX_REG_LOSSES`.
             masks_to_train: positives per image whose masks are trained (sampled at random when more).
             min_gt_area: mask re-scoring leaves out GT masks of at most this many prototype pixels.
+            detach_masks: feed the mask re-scoring net detached masks, so that its loss trains only that net
+                (the original lets it train the coefficients and prototypes too).
         """
         super().__init__()
         if cls_loss_type not in CLS_LOSS_TYPES:
@@ -205,6 +209,7 @@ class YolactLoss(nn.Module):
         self.box_reg_loss_type = box_reg_loss_type
         self.masks_to_train = masks_to_train
         self.min_gt_area = min_gt_area
+        self.detach_mask_iou_input = detach_masks
 
     @classmethod
     def from_config(cls, cfg):
@@ -229,6 +234,7 @@ class YolactLoss(nn.Module):
             "box_reg_loss_type": lcfg.BOX_REG_LOSS_TYPE,
             "masks_to_train": lcfg.MASKS_TO_TRAIN,
             "min_gt_area": ycfg.MASK_RESCORING.MIN_GT_AREA,
+            "detach_masks": ycfg.MASK_RESCORING.DETACH_MASKS,
         }
 
     def match(self, anchors: torch.Tensor, gt_instances: List[Instances], crowd_boxes: List[Boxes]):
@@ -272,17 +278,19 @@ class YolactLoss(nn.Module):
     def sample_masks(self, prototypes, coefs, gt_instances, matched, state) -> List[SampledMasks]:
         """
         Per image, up to ``masks_to_train`` random positives with their assembled mask logits and GT at
-        prototype resolution, the GT-box crop (1 px padding) and GT boxes in prototype pixels.
+        prototype resolution, the GT-box crop (1 px padding), GT boxes in prototype pixels and, when positives
+        were left out, the weight positives / sampled that keeps the image's expected mask loss.
         """
         proto_size = tuple(prototypes.shape[-2:])
         scale = prototypes.new_tensor([proto_size[1], proto_size[0]] * 2) / self.input_size
         samples = []
         for protos, coef, gt, m, s in zip(prototypes, coefs, gt_instances, matched, state):
             pos = (s == POSITIVE).nonzero().squeeze(1)
-            if pos.numel() == 0:
+            num_pos = pos.numel()
+            if num_pos == 0:
                 continue
-            if pos.numel() > self.masks_to_train:
-                pos = pos[torch.randperm(pos.numel(), device=pos.device)[: self.masks_to_train]]
+            if num_pos > self.masks_to_train:
+                pos = pos[torch.randperm(num_pos, device=pos.device)[: self.masks_to_train]]
             gt_idx = m[pos]
             boxes = gt.gt_boxes.tensor[gt_idx] * scale
             samples.append(SampledMasks(
@@ -291,6 +299,7 @@ class YolactLoss(nn.Module):
                 crop=box_crop_masks(boxes, proto_size),
                 boxes=boxes,
                 classes=gt.gt_classes[gt_idx],
+                weight=num_pos / pos.numel(),
             ))
         return samples
 
@@ -298,25 +307,28 @@ class YolactLoss(nn.Module):
     def mask_loss(samples: List[SampledMasks]) -> torch.Tensor:
         """
         BCE of sigmoid(P C^T) against the GT mask, both cropped by the GT box, each mask's sum divided by
-        its GT box area in prototype pixels; summed.
+        its GT box area in prototype pixels; summed, each image's sum times its sample's ``weight``.
         """
         total = []
         for x in samples:
             bce = F.binary_cross_entropy_with_logits(x.logits, x.targets, reduction="none") * x.crop
             area = ((x.boxes[:, 2] - x.boxes[:, 0]) * (x.boxes[:, 3] - x.boxes[:, 1])).clamp(min=1e-6)
-            total.append((bce.sum(dim=(1, 2)) / area).sum())
+            total.append((bce.sum(dim=(1, 2)) / area).sum() * x.weight)
         return torch.stack(total).sum()
 
     def mask_iou_loss(self, samples: List[SampledMasks], net: nn.Module) -> torch.Tensor:
         """
-        YOLACT++ re-scoring: smooth-L1 between the IoU ``net`` predicts for the GT class from the (detached,
-        cropped) soft mask and the IoU of that mask thresholded at 0.5 with its GT; masks whose GT covers at
-        most ``min_gt_area`` prototype pixels are left out. Summed.
+        YOLACT++ re-scoring: smooth-L1 between the IoU ``net`` predicts for the GT class from the cropped soft
+        mask and the IoU of that mask thresholded at 0.5 with its GT; masks whose GT covers at most
+        ``min_gt_area`` prototype pixels are left out. Summed. The loss trains the masks too (their coefficients
+        and the prototypes), unless ``detach_mask_iou_input``.
         """
         keep = [x.targets.sum(dim=(1, 2)) > self.min_gt_area for x in samples]
         if not any(k.any() for k in keep):
             return sum(p.sum() for p in net.parameters()) * 0
-        masks = torch.cat([(x.logits.detach().sigmoid() * x.crop)[k] for x, k in zip(samples, keep)])
+        masks = torch.cat([(x.logits.sigmoid() * x.crop)[k] for x, k in zip(samples, keep)])
+        if self.detach_mask_iou_input:
+            masks = masks.detach()
         gt_masks = torch.cat([x.targets[k] for x, k in zip(samples, keep)])
         classes = torch.cat([x.classes[k] for x, k in zip(samples, keep)])
         predicted = net(masks).gather(1, classes[:, None]).squeeze(1)

@@ -41,6 +41,10 @@ class Detections(NamedTuple):
     scores: torch.Tensor  # (D,) by decreasing value
     classes: torch.Tensor  # (D,) int64
     masks: torch.Tensor  # (D, Hp, Wp) soft, cropped by the boxes, at prototype resolution over the whole input
+    mask_scores: Optional[torch.Tensor] = None  # (D,) YOLACT++: score * predicted mask IoU; None without re-scoring
+
+# MODEL.YOLACT.MASK_RESCORING.BOX_SCORES: what YOLACT++ scores its boxes with.
+BOX_SCORES = ("class", "rescored")
 
 
 def as_float_image(image: torch.Tensor) -> torch.Tensor:
@@ -66,6 +70,7 @@ def resize_to_input(image: torch.Tensor, region: Tuple[int, int], input_size: in
 def detections_to_instances(
     boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, masks: torch.Tensor,
     region: Tuple[int, int], input_size: int, output_size: Tuple[int, int], mask_threshold: float,
+    mask_scores: Optional[torch.Tensor] = None,
 ) -> Instances:
     """
     Map one image's detections from the network input to its output image.
@@ -74,9 +79,11 @@ def detections_to_instances(
         boxes: (D, 4) XYXY in input pixels, inside ``region``; scores (D,); classes (D,) int64.
         masks: (D, Hp, Wp) soft masks covering the whole S x S input, S = ``input_size``.
         region: (h, w), the top-left part of the input the image occupies; it maps onto ``output_size`` (H, W).
+        mask_scores: (D,) scores of the masks where they differ from the boxes' (YOLACT++'s re-scoring).
     Returns:
-        :class:`Instances` of ``output_size`` with ``pred_boxes`` (clipped), ``scores``, ``pred_classes`` and
-        ``pred_masks`` (bool (D, H, W), the masks resized and binarised at ``mask_threshold``).
+        :class:`Instances` of ``output_size`` with ``pred_boxes`` (clipped), ``scores``, ``pred_classes``,
+        ``pred_masks`` (bool (D, H, W), the masks resized and binarised at ``mask_threshold``) and, when given,
+        ``mask_scores``.
     """
     boxes = Boxes(boxes)
     boxes.scale(output_size[1] / region[1], output_size[0] / region[0])
@@ -86,6 +93,8 @@ def detections_to_instances(
     result.scores = scores
     result.pred_classes = classes
     result.pred_masks = masks_to_image(masks, region, (input_size, input_size), output_size, mask_threshold)
+    if mask_scores is not None:
+        result.mask_scores = mask_scores
     return result
 
 
@@ -95,14 +104,16 @@ class YOLACT(nn.Module):
     YOLACT (and YOLACT++ by config): a backbone with an FPN, a protonet producing k prototypes, a head
     predicting per anchor class scores, box deltas and k mask coefficients; masks are sigmoid(P C^T) cropped
     by the box. YOLACT++ adds deformable convs to the backbone, more anchors, and a mask IoU net whose
-    prediction multiplies the scores (``mask_rescoring``).
+    prediction multiplies the scores of the masks (``mask_rescoring``; of the boxes too with ``box_scores``
+    "rescored").
 
     Inputs (detectron2's format): a list of dicts with ``image`` (3, H, W) in ``INPUT.FORMAT`` (uint8 or
     float, any size: images are resized to the square network input inside the model), optional ``height``
     / ``width`` (output size, default the image's size) and, in training, ``instances`` (``gt_boxes``,
     ``gt_classes``, ``gt_masks`` in pixels of the network input) and optional ``crowd_boxes``.
     Outputs: in training a dict of losses; at inference a list of ``{"instances": Instances}`` with
-    ``pred_boxes`` (XYXY, output pixels), ``scores``, ``pred_classes`` and ``pred_masks`` (bool, H x W).
+    ``pred_boxes`` (XYXY, output pixels), ``scores``, ``pred_classes``, ``pred_masks`` (bool, H x W) and, with
+    re-scoring, ``mask_scores``.
 
     ``forward`` dispatches to :meth:`forward_training` or :meth:`forward_inference`, as detectron2's models.
     The steps of inference are public: :meth:`preprocess_image` (and :meth:`normalize` for one image),
@@ -130,6 +141,7 @@ class YOLACT(nn.Module):
         pixel_std: Tuple[float, ...],
         mask_threshold: float,
         channels_last: bool = False,
+        box_scores: str = "class",
     ):
         super().__init__()
         self.backbone = backbone
@@ -146,6 +158,9 @@ class YOLACT(nn.Module):
         self.preserve_aspect_ratio = preserve_aspect_ratio
         self.mask_threshold = mask_threshold
         self.channels_last = channels_last
+        if box_scores not in BOX_SCORES:
+            raise ValueError(f"MODEL.YOLACT.MASK_RESCORING.BOX_SCORES={box_scores!r} is not one of {BOX_SCORES}")
+        self.box_scores = box_scores
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self._stage_timer: Optional[Callable[[str], ContextManager]] = None
@@ -179,6 +194,7 @@ class YOLACT(nn.Module):
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "mask_threshold": cfg.MODEL.YOLACT.POSTPROCESS.MASK_THRESH,
             "channels_last": cfg.MODEL.YOLACT.CHANNELS_LAST,
+            "box_scores": cfg.MODEL.YOLACT.MASK_RESCORING.BOX_SCORES,
         }
 
     @property
@@ -289,7 +305,8 @@ class YOLACT(nn.Module):
         with self._stage("to_instances"):
             return [
                 {"instances": detections_to_instances(
-                    *d, region, self.input_size, self._output_size(x), self.mask_threshold
+                    d.boxes, d.scores, d.classes, d.masks, region, self.input_size, self._output_size(x),
+                    self.mask_threshold, d.mask_scores,
                 )}
                 for d, region, x in zip(detections, regions, batched_inputs)
             ]
@@ -333,6 +350,8 @@ class YOLACT(nn.Module):
         """
         Decode, NMS, assemble and crop the masks (and re-score) of image ``i`` of :meth:`predict`'s output, at
         network input resolution. Traceable: no Python control flow depends on tensor values.
+        With YOLACT++'s re-scoring, ``mask_scores`` is score * predicted mask IoU; with ``box_scores``
+        "rescored" the scores are the mask scores too, and the detections are re-sorted by them.
         """
         with self._stage("decode_nms"):
             boxes, scores = self.decode(predictions, i)
@@ -341,10 +360,13 @@ class YOLACT(nn.Module):
             boxes = boxes[keep]
             boxes = torch.minimum(boxes.clamp(min=0), boxes.new_tensor([region[1], region[0]] * 2))
             masks = self.assemble_masks(predictions["prototypes"][i], predictions["coefs"][i][keep], boxes)
-            if self.mask_rescoring is not None:
-                det_scores, order = self.rescore(masks, classes, det_scores).sort(descending=True)
-                boxes, classes, masks = boxes[order], classes[order], masks[order]
-        return Detections(boxes, det_scores, classes, masks)
+            if self.mask_rescoring is None:
+                return Detections(boxes, det_scores, classes, masks)
+            mask_scores = self.rescore(masks, classes, det_scores)
+            if self.box_scores == "rescored":
+                mask_scores, order = mask_scores.sort(descending=True)
+                boxes, det_scores, classes, masks = boxes[order], mask_scores, classes[order], masks[order]
+        return Detections(boxes, det_scores, classes, masks, mask_scores)
 
     @staticmethod
     def rename_legacy_keys(state_dict: Dict, prefix: str = "") -> None:

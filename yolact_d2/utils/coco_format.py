@@ -7,8 +7,9 @@ from typing import Dict, List, Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.structures import Instances
+
+from ..evaluation import instances_to_yolact_coco_json
 
 __all__ = ["instances_to_coco_dicts", "mask_to_polygons"]
 
@@ -35,19 +36,19 @@ def instances_to_coco_dicts(
             inverse of ``thing_dataset_id_to_contiguous_id``); None writes ``k``.
 
     Returns:
-        list[dict]: ``image_id``, ``category_id``, ``bbox`` (XYWH, pixels), ``score`` and, with masks,
-        ``segmentation``; an empty list without instances.
+        list[dict]: ``image_id``, ``category_id``, ``bbox`` (XYWH, pixels), ``score``, with masks
+        ``segmentation`` and, for YOLACT++ (``mask_scores``), ``mask_score``; an empty list without instances.
     """
     if mask_format not in MASK_FORMATS:
         raise ValueError(f"mask_format must be one of {MASK_FORMATS}; got '{mask_format}'")
     has_masks = instances.has("pred_masks")
     if mask_format == "polygon" and has_masks:
         fields = {k: v for k, v in instances.get_fields().items() if k != "pred_masks"}
-        results = instances_to_coco_json(Instances(instances.image_size, **fields), image_id)
+        results = instances_to_yolact_coco_json(Instances(instances.image_size, **fields), image_id)
         for result, mask in zip(results, instances.pred_masks):
             result["segmentation"] = mask_to_polygons(np.asarray(mask))
     else:
-        results = instances_to_coco_json(instances, image_id)
+        results = instances_to_yolact_coco_json(instances, image_id)
     if class_ids is not None:
         for result in results:
             result["category_id"] = int(class_ids[result["category_id"]])

@@ -38,9 +38,12 @@ _PIXEL_MEAN = [103.53, 116.28, 123.675]
 
 model = L(YOLACT)(
     backbone=L(YolactFPN)(
+        # BatchNorms trained as the original trains them, with the whole batch's statistics (SyncBN); the
+        # stages up to freeze_at are frozen (FrozenBN). "naiveSyncBN" for multi-process CPU runs, "FrozenBN"
+        # for tiny batches.
         bottom_up=L(ResNet)(
-            stem=L(BasicStem)(in_channels=3, out_channels=64, norm="FrozenBN"),
-            stages=L(ResNet.make_default_stages)(depth=50, stride_in_1x1=True, norm="FrozenBN"),
+            stem=L(BasicStem)(in_channels=3, out_channels=64, norm="SyncBN"),
+            stages=L(ResNet.make_default_stages)(depth=50, stride_in_1x1=True, norm="SyncBN"),
             out_features=["res3", "res4", "res5"],
             freeze_at=2,
         ),
