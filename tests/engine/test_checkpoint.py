@@ -1,6 +1,7 @@
 """YolactCheckpointer: atomic checkpoint files, class-dependent layers re-initialised, other misfits refused."""
 import logging
 import os
+import stat
 
 import pytest
 import torch
@@ -157,3 +158,15 @@ def test_models_without_class_dependent_layers_load_as_with_detectron2(tmp_path,
     with caplog.at_level(logging.WARNING):
         YolactCheckpointer(model).load(path)
     assert "Skip loading parameter 'weight'" in caplog.text  # detectron2's warning, no error
+
+
+def test_write_atomically_gives_the_permissions_of_a_plain_open(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with open(tmp_path / "plain", "wb") as f:
+            f.write(b"x")
+        write_atomically(str(tmp_path / "atomic"), lambda f: f.write(b"x"))
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE(os.stat(tmp_path / "atomic").st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "plain").st_mode) == 0o644

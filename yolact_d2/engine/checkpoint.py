@@ -18,11 +18,13 @@ def write_atomically(path: str, write: Callable[[IO[bytes]], None]) -> None:
     Call ``write`` on a temporary file in the folder of ``path``, flush it to disk, then rename it to ``path``
     (``os.replace``, atomic on a local file system): ``path`` holds either its previous content or all of the
     new one, never part of it, even if the process is killed while writing. On an error the temporary file is
-    removed and ``path`` is left as it was.
+    removed and ``path`` is left as it was. The file gets the permissions a plain ``open(path, "wb")`` would give
+    it (0666 less the umask), not the owner-only ones of a temporary file.
     """
     folder, name = os.path.split(os.path.abspath(path))
     with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{name}.", suffix=".tmp", delete=False) as f:
         try:
+            os.chmod(f.name, 0o666 & ~_umask())
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -31,6 +33,12 @@ def write_atomically(path: str, write: Callable[[IO[bytes]], None]) -> None:
             os.remove(f.name)
             raise
     os.replace(f.name, path)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _shape(value) -> Tuple[int, ...]:
