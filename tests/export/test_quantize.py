@@ -163,3 +163,22 @@ def test_calibration_images_of_a_dataset(dataset):
         calibration_files("unknown_set")
     with pytest.raises(ValueError, match="count must be >= 1; got 0"):
         calibration_files(name, 0)
+
+
+def test_yolact_plus_deformable_convs_stay_float(tmp_path):
+    cfg = _small_cfg(input_size=96)
+    r, y = cfg.MODEL.RESNETS, cfg.MODEL.YOLACT
+    r.DEPTH, r.STEM_OUT_CHANNELS, r.WIDTH_PER_GROUP, r.RES2_OUT_CHANNELS = 50, 16, 8, 32
+    r.DEFORM_ON_PER_STAGE, r.DEFORM_MODULATED = [False, True, True, True], True
+    y.MASK_RESCORING.ENABLED = True
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    calibration = [preprocess_image(image, 96) for image in _random_images(2, seed=2)]
+    paths = export_onnx_models(model, calibration[0], str(tmp_path), calibration)
+    int8 = _graph(paths["int8"])
+    deform = [n for n in int8.node if n.op_type == "DeformConv"]
+    assert len(deform) == sum(n.op_type == "DeformConv" for n in _graph(paths["float32"]).node) > 0
+    weights = {i.name: i.data_type for i in int8.initializer}
+    assert all(weights.get(n.input[1]) == onnx.TensorProto.FLOAT for n in deform)  # float weights, not dequantized
+    outputs = ExportedYolact(paths["int8"], cfg).run(calibration[1])
+    assert len(outputs) == 5 and outputs[0].dtype == torch.float32  # boxes, scores, classes, masks, mask_scores
