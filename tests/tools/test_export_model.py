@@ -1,5 +1,6 @@
 """tools/export_model.py on a random tiny YOLACT: a TorchScript export, checked and usable; clear refusals."""
 import os
+import re
 
 import cv2
 import numpy as np
@@ -84,3 +85,72 @@ def test_an_exif_rotated_photograph_is_exported_and_run_upright(tool, tmp_path, 
     instances = ExportedYolact(str(out / "model.ts"), cfg)([{"image": image}])[0]["instances"]
     assert image.shape == (3, 40, 60) and instances.image_size == (40, 60)  # the upright frame
     assert len(instances) > 0 and instances.pred_masks.shape[1:] == (40, 60)
+
+
+@pytest.fixture
+def calibration_dataset(tmp_path):
+    """A registered dataset of 3 random images, for DATASETS.TRAIN."""
+    from detectron2.data import DatasetCatalog
+
+    files = [str(tmp_path / f"train_{i}.png") for i in range(3)]
+    for i, f in enumerate(files):
+        cv2.imwrite(f, np.random.default_rng(i).integers(0, 256, (50, 70, 3), dtype=np.uint8))
+    DatasetCatalog.register("export_tool_calibration", lambda: [{"file_name": f} for f in files])
+    yield "export_tool_calibration"
+    DatasetCatalog.remove("export_tool_calibration")
+
+
+def test_int8_export_writes_both_onnx_files(tool, tmp_path, capsys, one_thread, calibration_dataset):
+    pytest.importorskip("onnxruntime")
+    from yolact_d2.export import onnx_precision
+
+    out = tmp_path / "out"
+    args = ["--format", "onnx", "--precision", "int8", "--calibration-count", "2", "--output", str(out)]
+    opts = TINY + ["DATASETS.TRAIN", f"('{calibration_dataset}',)"]
+    assert _export(tool, args + opts) == 0
+    assert sorted(os.listdir(out)) == ["config.yaml", "model.onnx", "model_int8.onnx"]
+    assert [onnx_precision(str(out / f)) for f in ("model.onnx", "model_int8.onnx")] == ["float32", "int8"]
+    printed = capsys.readouterr().out
+    assert f"Wrote {out / 'model.onnx'} (float32)" in printed
+    assert f'InferenceSession("{out / "model_int8.onnx"}")' in printed
+    reproduced = re.search(r"The int8 model reproduces (\d+) of the float32 model's (\d+) detections", printed)
+    assert reproduced and 0 < int(reproduced[1]) <= int(reproduced[2])
+    cfg = get_cfg()
+    add_yolact_config(cfg)
+    cfg.merge_from_file(str(out / "config.yaml"))
+    image = torch.from_numpy(np.random.default_rng(5).integers(0, 256, (3, 60, 80), dtype=np.uint8))
+    instances = ExportedYolact(str(out / "model_int8.onnx"), cfg)([{"image": image}])[0]["instances"]
+    assert instances.image_size == (60, 80) and len(instances) > 0
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--precision", "int8"], "--precision int8 needs --format onnx"),
+        (["--format", "onnx", "--calibration-count", "4"], "only apply to --precision int8"),
+        (["--format", "onnx", "--precision", "int8", "--calibration-count", "0"], "must be >= 1; got 0"),
+        (["--format", "onnx", "--precision", "int8", "--calibration-images", "x.png"], "no such file x.png"),
+    ],
+    ids=["int8 torchscript", "calibration without int8", "zero images", "missing image"],
+)
+def test_invalid_precision_arguments_exit_2(tool, capsys, flags, message):
+    with pytest.raises(SystemExit) as e:
+        tool.parse_args(["--config-file", CONFIG, "--output", "unused"] + flags)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_reproduced_detections_match_class_and_box(tool):
+    from detectron2.structures import Boxes, Instances
+
+    def instances(boxes, classes):
+        result = Instances((100, 100))
+        result.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+        result.pred_classes = torch.tensor(classes, dtype=torch.int64)
+        return result
+
+    expected = instances([[0, 0, 10, 10], [20, 20, 40, 40], [50, 50, 60, 60]], [0, 1, 2])
+    # the first box shifted by 2 (IoU 0.67), the second of another class, the third moved away (IoU 0)
+    got = instances([[2, 0, 12, 10], [20, 20, 40, 40], [70, 70, 80, 80]], [0, 2, 2])
+    assert tool.reproduced_detections(expected, got) == 1
+    assert tool.reproduced_detections(expected, got[:0]) == 0

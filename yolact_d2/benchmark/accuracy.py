@@ -9,7 +9,7 @@ from ..engine import YolactTrainer
 from .latency import measure_latency
 from .models import build_trained_model, config_label, load_config
 
-__all__ = ["DEFAULT_EVAL_WEIGHTS", "parse_eval_weights", "evaluate_accuracy"]
+__all__ = ["DEFAULT_EVAL_WEIGHTS", "parse_eval_weights", "evaluate_accuracy", "accuracy_rows"]
 
 # The embedded dataset's checkpoints, as tools/train_net.py writes them (dev/run_main.sh).
 DEFAULT_EVAL_WEIGHTS = (
@@ -46,6 +46,18 @@ def evaluate_accuracy(
     cfg.MODEL.WEIGHTS = weights
     cfg.OUTPUT_DIR = os.path.join(output_dir, "eval", config_label(config))
     model = build_trained_model(cfg)
+    return accuracy_rows(cfg, model, config=config, weights=weights, device=device, warmup=warmup, iters=iters)
+
+
+def accuracy_rows(
+    cfg, model, *, config: str, weights: str, device: str, warmup: int, iters: int, **fields
+) -> List[Dict]:
+    """
+    Evaluate ``model`` (the eager model, or any callable taking detectron2 inputs, e.g. an ``ExportedYolact``)
+    on each dataset of ``cfg.DATASETS.TEST`` with detectron2's evaluator (:meth:`YolactTrainer.test`, writing to
+    ``cfg.OUTPUT_DIR``) and time it on that dataset's first test image (batch 1). Returns the rows of
+    :func:`evaluate_accuracy`, each with ``fields`` added.
+    """
     results = YolactTrainer.test(cfg, model)
     if len(cfg.DATASETS.TEST) == 1:  # detectron2 returns a single dataset's results unwrapped
         results = {cfg.DATASETS.TEST[0]: results}
@@ -64,5 +76,6 @@ def evaluate_accuracy(
             "median_ms": speed["median_ms"],
             "p90_ms": speed["p90_ms"],
             "image_size": list(inputs[0]["image"].shape[-2:]),
+            **fields,
         })
     return rows

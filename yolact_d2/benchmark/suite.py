@@ -23,6 +23,13 @@ from .models import (
     resolve_path,
 )
 from .nms import compare_nms
+from .onnx_runtime import (
+    PRECISIONS,
+    evaluate_onnx_accuracy,
+    exported_runtime,
+    measure_onnx_latency,
+    onnxruntime_missing,
+)
 from .stages import measure_stages
 from .training import measure_training
 
@@ -42,6 +49,9 @@ class BenchmarkSettings:
     stage breakdown and FLOP count). ``eval_weights`` (config, weights) pairs are evaluated by the "accuracy"
     task (None: the embedded dataset's checkpoints, skipped when absent). ``exported`` is a model file for
     ``yolact_d2.export.ExportedYolact`` with ``exported_config`` (default: the first YOLACT config).
+    ``onnxruntime`` precisions ("float32", "int8") add, for every YOLACT config, latency rows of its model exported
+    to ONNX (int8 calibrated on the benchmark images) and run by ONNX Runtime, and accuracy rows of the evaluated
+    weights exported likewise (int8 calibrated on ``DATASETS.TRAIN`` images); the files go to ``output_dir/onnx``.
     """
 
     configs: Sequence[str] = DEFAULT_CONFIGS
@@ -57,6 +67,7 @@ class BenchmarkSettings:
     eval_weights: Optional[Sequence[Tuple[str, str]]] = None
     exported: Optional[str] = None
     exported_config: Optional[str] = None
+    onnxruntime: Sequence[str] = ()
     output_dir: str = "output/benchmark"
     opts: Sequence[str] = ()
 
@@ -69,6 +80,9 @@ def _check(s: BenchmarkSettings) -> None:
         raise ValueError("Batch sizes and --iters must be >= 1")
     if s.warmup < 0 or s.fixed_detections < 0:
         raise ValueError("--warmup and --fixed-detections must be >= 0")
+    unknown = sorted(set(s.onnxruntime) - set(PRECISIONS))
+    if unknown:
+        raise ValueError(f"Unknown --onnxruntime precisions {unknown}; choose from {', '.join(PRECISIONS)}")
     labels = [config_label(c) for c in s.configs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"Configs need distinct file names (they label the results); got {labels}")
@@ -117,8 +131,23 @@ def _inference_tasks(spec, images, s, results) -> None:
                 if num_detections is not None and set(row["detections"]) != {num_detections}:
                     results["notes"].append(
                         f"{label} emitted {row['detections']} detections in fixed mode, not {num_detections}")
+            if s.onnxruntime and is_yolact(cfg):
+                _onnxruntime_latency(label, mode, cfg, model, inference_inputs(images, cfg), s, results)
         if mode == work_mode:
             _work_mode_tasks(label, mode, cfg, model, inference_inputs(images[:1], cfg), s, results)
+
+
+def _onnxruntime_latency(label, mode, cfg, model, inputs, s, results) -> None:
+    """Latency rows of ``model`` exported to ONNX in each of ``s.onnxruntime``'s precisions."""
+    logger.info("latency: %s, %s mode, ONNX Runtime %s", label, mode, ", ".join(s.onnxruntime))
+    folder = os.path.join(s.output_dir, "onnx", label, mode)
+    try:
+        rows = measure_onnx_latency(model, cfg, inputs, s.onnxruntime, batch_sizes=s.batch_sizes, warmup=s.warmup,
+                                    iters=s.iters, device=s.device, folder=folder)
+    except ValueError as e:  # a config that cannot be exported
+        results["notes"].append(f"ONNX Runtime latency of {label} skipped: {e}")
+        return
+    results["latency"].extend({"config": label, "mode": mode, **row} for row in rows)
 
 
 def _work_mode_tasks(label, mode, cfg, model, inputs, s, results) -> None:
@@ -159,7 +188,7 @@ def _exported_task(exported_class, yolact_specs, images, s, results) -> None:
         logger.info("latency: %s, batch %d", label, batch_size)
         row = measure_latency(model, inference_inputs(images[:batch_size], cfg),
                               warmup=s.warmup, iters=s.iters, device=s.device)
-        results["latency"].append({"config": label, "mode": "default", **row})
+        results["latency"].append({"config": label, "mode": "default", **exported_runtime(s.exported), **row})
 
 
 def _accuracy_task(s, results) -> None:
@@ -172,6 +201,28 @@ def _accuracy_task(s, results) -> None:
         logger.info("accuracy: %s with %s", config_label(config), path)
         results["accuracy"].extend(evaluate_accuracy(
             config, path, device=s.device, warmup=s.warmup, iters=s.iters, output_dir=s.output_dir, opts=s.opts))
+        if s.onnxruntime and is_yolact(load_config(config, device=s.device, opts=s.opts)):
+            _onnxruntime_accuracy(config, path, s, results)
+
+
+def _onnxruntime_accuracy(config, weights, s, results) -> None:
+    """Accuracy rows of ``weights`` exported to ONNX in each of ``s.onnxruntime``'s precisions."""
+    logger.info("accuracy: %s with %s, ONNX Runtime %s", config_label(config), weights, ", ".join(s.onnxruntime))
+    try:
+        results["accuracy"].extend(evaluate_onnx_accuracy(
+            config, weights, s.onnxruntime, device=s.device, warmup=s.warmup, iters=s.iters,
+            output_dir=s.output_dir, opts=s.opts))
+    except ValueError as e:  # not exportable, or no dataset to calibrate int8 on
+        results["notes"].append(f"ONNX Runtime accuracy of {config_label(config)} skipped: {e}")
+
+
+def _without_missing_onnxruntime(s: BenchmarkSettings, results) -> BenchmarkSettings:
+    """``s`` without ONNX Runtime precisions, and a note, when onnxruntime cannot be imported."""
+    note = onnxruntime_missing() if s.onnxruntime else None
+    if note is None:
+        return s
+    results["notes"].append(note)
+    return dataclasses.replace(s, onnxruntime=())
 
 
 def run_benchmark(s: BenchmarkSettings) -> Dict:
@@ -189,6 +240,7 @@ def run_benchmark(s: BenchmarkSettings) -> Dict:
         "reference": None,
         "latency": [], "stages": [], "nms": None, "flops": [], "train": [], "accuracy": [], "notes": [],
     }
+    s = _without_missing_onnxruntime(s, results)
     images = _images(s)
     for spec in s.configs:
         arch = load_config(spec, device=s.device, opts=s.opts).MODEL.META_ARCHITECTURE
@@ -203,6 +255,8 @@ def run_benchmark(s: BenchmarkSettings) -> Dict:
         _exported_task(exported_class, yolact_specs, images, s, results)
     elif exported_class is not None:
         results["notes"].append("--exported is timed by the latency task, which was not selected")
+    if s.onnxruntime and not {"latency", "accuracy"} & set(s.tasks):
+        results["notes"].append("--onnxruntime adds to the latency and accuracy tasks, neither of which was selected")
     results["reference"] = next((m["config"] for m in results["models"] if m["meta_architecture"] != "YOLACT"), None)
     if results["reference"]:
         add_speedups(results["latency"], results["reference"])

@@ -8,9 +8,22 @@ the exported files (``tools/export_model.py`` is the command line).
 * :class:`ExportedYolact`: run a written file on detectron2 inputs and get ``Instances`` back, with
   :func:`preprocess_image` (resize to the network input) and :func:`outputs_to_instances` (back to the image);
 * :func:`paste_masks` is :func:`yolact_d2.modeling.postprocessing.masks_to_image`: it resizes the exported
-  model's soft masks (D, Hp, Wp), which cover the whole S x S input, to the output image and binarises them.
+  model's soft masks (D, Hp, Wp), which cover the whole S x S input, to the output image and binarises them;
+* :func:`quantize_onnx`: int8 static post-training quantization of ``model.onnx`` (ONNX Runtime, QDQ, convs only)
+  to ``model_int8.onnx``, calibrated on :func:`read_calibration_images` (e.g. of :func:`calibration_files` of
+  ``DATASETS.TRAIN``); :func:`export_onnx_models` writes both files.
 """
 from ..modeling.postprocessing import masks_to_image as paste_masks
 from .exportable import OUTPUT_NAMES, YolactExportable, check_exportable, output_names
 from .exporters import ONNX_OPSET, export_onnx, export_torchscript
 from .runtime import ExportedYolact, outputs_to_instances, preprocess_image
+from .quantize import (
+    DEFAULT_CALIBRATION_COUNT,
+    ONNX_FILE_NAMES,
+    PRECISIONS,
+    calibration_files,
+    export_onnx_models,
+    onnx_precision,
+    quantize_onnx,
+    read_calibration_images,
+)

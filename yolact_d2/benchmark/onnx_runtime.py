@@ -1,0 +1,121 @@
+"""
+ONNX Runtime as a benchmark runtime: a YOLACT exported to ONNX with its post-processing
+(:func:`yolact_d2.export.export_onnx`), in float32 and quantized to int8 (:func:`yolact_d2.export.quantize_onnx`),
+timed and evaluated through :class:`yolact_d2.export.ExportedYolact` like the eager model.
+"""
+import os
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from ..export import (
+    DEFAULT_CALIBRATION_COUNT,
+    PRECISIONS,
+    ExportedYolact,
+    calibration_files,
+    export_onnx_models,
+    preprocess_image,
+    read_calibration_images,
+)
+from .accuracy import accuracy_rows
+from .latency import measure_latency
+from .models import build_trained_model, config_label, load_config
+
+__all__ = [
+    "RUNTIME",
+    "PRECISIONS",
+    "onnxruntime_missing",
+    "exported_runtime",
+    "measure_onnx_latency",
+    "evaluate_onnx_accuracy",
+]
+
+RUNTIME = "onnxruntime"
+
+
+def onnxruntime_missing() -> Optional[str]:
+    """None when onnxruntime can be imported, else a note saying why the ONNX Runtime rows are missing."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        return f"ONNX Runtime rows skipped: the package onnxruntime cannot be imported ({e})"
+    return None
+
+
+def exported_runtime(path: str) -> Dict[str, str]:
+    """``precision`` and ``runtime`` of an exported file: TorchScript (float32), or an ONNX file's precision."""
+    if not path.endswith(".onnx"):
+        return {"precision": "float32", "runtime": "torchscript"}
+    from ..export import onnx_precision
+
+    return {"precision": onnx_precision(path), "runtime": RUNTIME}
+
+
+def _onnx_models(model, cfg, calibration_images: Sequence[torch.Tensor], precisions, folder) -> Dict:
+    """``model`` exported (and quantized on ``calibration_images``) to ``folder``: ExportedYolact by precision."""
+    size = cfg.MODEL.YOLACT.INPUT_SIZE
+    sample = calibration_images[0] if len(calibration_images) else torch.zeros(1, 3, size, size)
+    paths = export_onnx_models(model, sample, folder, calibration_images if "int8" in precisions else ())
+    return {precision: ExportedYolact(paths[precision], cfg) for precision in precisions}
+
+
+def measure_onnx_latency(
+    model, cfg, inputs: Sequence[Dict], precisions: Sequence[str], *, batch_sizes: Sequence[int], warmup: int,
+    iters: int, device: str, folder: str
+) -> List[Dict]:
+    """
+    Export the eager YOLACT ``model`` of ``cfg`` to ``folder`` in each of ``precisions`` (int8 calibrated on all
+    of ``inputs``, detectron2 input dicts) and time each file on the first ``batch_size`` inputs like the eager
+    model (the whole pipeline, :func:`measure_latency`).
+
+    Returns:
+        per precision and batch size: ``precision``, ``runtime`` ("onnxruntime") and :func:`measure_latency`'s
+        fields.
+
+    Raises:
+        ValueError: when the model cannot be exported (:func:`yolact_d2.export.check_exportable`).
+    """
+    calibration = [preprocess_image(x["image"], cfg.MODEL.YOLACT.INPUT_SIZE) for x in inputs]
+    rows = []
+    for precision, exported in _onnx_models(model, cfg, calibration, precisions, folder).items():
+        for batch_size in batch_sizes:
+            speed = measure_latency(exported, inputs[:batch_size], warmup=warmup, iters=iters, device=device)
+            rows.append({"precision": precision, "runtime": RUNTIME, **speed})
+    return rows
+
+
+def evaluate_onnx_accuracy(
+    config: str, weights: str, precisions: Sequence[str], *, device: str, warmup: int, iters: int,
+    output_dir: str, opts: Sequence[str] = (), calibration_count: int = DEFAULT_CALIBRATION_COUNT
+) -> List[Dict]:
+    """
+    :func:`yolact_d2.benchmark.accuracy.evaluate_accuracy` of ``weights`` exported to ONNX in each of
+    ``precisions``: the trained YOLACT of ``config`` (its own input size and thresholds, ``opts`` applied) is
+    written to ``output_dir/onnx/<label>/`` (int8 calibrated on ``calibration_count`` images of its
+    ``DATASETS.TRAIN[0]``, never the evaluated ones), then each file is evaluated and timed by ONNX Runtime.
+
+    Returns:
+        per precision and dataset: :func:`evaluate_accuracy`'s row with ``precision`` and ``runtime``
+        ("onnxruntime").
+
+    Raises:
+        ValueError: when the model cannot be exported, or int8 has no ``DATASETS.TRAIN`` to calibrate on.
+    """
+    cfg = load_config(config, device=device, opts=opts)
+    cfg.MODEL.WEIGHTS = weights
+    label = config_label(config)
+    calibration = []
+    if "int8" in precisions:
+        if not cfg.DATASETS.TRAIN:
+            raise ValueError(f"int8 calibration of {label} needs a dataset in DATASETS.TRAIN; it is empty")
+        files = calibration_files(cfg.DATASETS.TRAIN[0], calibration_count)
+        calibration = read_calibration_images(files, cfg.MODEL.YOLACT.INPUT_SIZE, cfg.INPUT.FORMAT)
+    folder = os.path.join(output_dir, "onnx", label)
+    models = _onnx_models(build_trained_model(cfg), cfg, calibration, precisions, folder)
+    rows = []
+    for precision, exported in models.items():
+        eval_cfg = cfg.clone()
+        eval_cfg.OUTPUT_DIR = os.path.join(output_dir, "eval", label, f"{RUNTIME}_{precision}")
+        rows += accuracy_rows(eval_cfg, exported, config=config, weights=weights, device=device, warmup=warmup,
+                              iters=iters, precision=precision, runtime=RUNTIME)
+    return rows
