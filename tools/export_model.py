@@ -18,7 +18,8 @@ Export YOLACT / YOLACT++, post-processing included, to TorchScript or ONNX (the 
   of the network size gives the same graph. The exported file is then run on it and must find the eager
   model's detections.
 * Configs that cannot be exported (a post-processor other than FastNMS, CrossClassFastNMS, StandardNMS;
-  ``PRESERVE_ASPECT_RATIO``) stop the tool with a message. The TorchScript file runs on ``MODEL.DEVICE``.
+  ``PRESERVE_ASPECT_RATIO``; ``MODEL.YOLACT.PRECISION`` other than float32: the graph is recorded in float32)
+  stop the tool with a message. The TorchScript file runs on ``MODEL.DEVICE``.
 
 Exit status: 0 when the file was written and checked, 1 when the model cannot be exported or the check
 failed, 2 for invalid arguments.
