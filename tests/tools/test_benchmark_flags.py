@@ -1,6 +1,8 @@
 """tools/benchmark.py takes detectron2's flags: --config-file, --input, --output, --opts."""
 import os
 
+import pytest
+
 from yolact_d2.benchmark.models import benchmark_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -14,3 +16,11 @@ def test_detectron2_flags_are_parsed_and_applied(load_tool):
     assert args.configs == [CONFIG] and args.images == ["a.png"] and args.output_dir == "out"
     cfg = benchmark_config(args.configs[0], device="cpu", input_size=96, opts=args.opts)
     assert cfg.MODEL.WEIGHTS == "x.pth" and cfg.MODEL.YOLACT.INPUT_SIZE == 96
+
+
+def test_precisions_flag(load_tool):
+    parser = load_tool("benchmark.py").get_parser()
+    assert parser.parse_args([]).precisions == ["float32"]
+    assert parser.parse_args(["--precisions", "float32", "bfloat16"]).precisions == ["float32", "bfloat16"]
+    with pytest.raises(SystemExit):  # argparse: invalid choice
+        parser.parse_args(["--precisions", "int8"])
