@@ -122,7 +122,8 @@ class YOLACT(nn.Module):
     ``gt_classes``, ``gt_masks`` in pixels of the network input) and optional ``crowd_boxes``.
     Outputs: in training a dict of losses; at inference a list of ``{"instances": Instances}`` with
     ``pred_boxes`` (XYXY, output pixels), ``scores``, ``pred_classes``, ``pred_masks`` (bool, H x W) and, with
-    re-scoring, ``mask_scores``.
+    re-scoring, ``mask_scores``. At inference the network runs in ``MODEL.YOLACT.PRECISION`` (float32, or
+    bfloat16 / float16 by autocast) and the post-processing in float32 (:meth:`inference`).
 
     ``forward`` dispatches to :meth:`forward_training` or :meth:`forward_inference`, as detectron2's models.
     The steps of inference are public: :meth:`preprocess_image` (and :meth:`normalize` for one image),
@@ -154,11 +155,10 @@ class YOLACT(nn.Module):
         precision: str = "float32",
     ):
         """
-        Args:
-            precision: what the network runs in at inference, one of :data:`yolact_d2.layers.PRECISIONS` as
-                :func:`yolact_d2.layers.resolve_precision` returns it for the model's device (``from_config``
-                resolves ``MODEL.YOLACT.PRECISION`` for ``MODEL.DEVICE``); see :meth:`inference`.
-            The others: the modules and settings that ``from_config`` builds from ``MODEL.YOLACT``.
+        The modules and settings are those :meth:`from_config` builds from ``MODEL.YOLACT``. ``precision``, what
+        the network runs in at inference (:meth:`inference`), one of :data:`yolact_d2.layers.PRECISIONS`, is taken
+        as given: :meth:`from_config` resolves ``MODEL.YOLACT.PRECISION`` for ``MODEL.DEVICE`` with
+        :func:`yolact_d2.layers.resolve_precision`.
         """
         super().__init__()
         self.backbone = backbone
