@@ -8,7 +8,7 @@ YOLACT++ R-50 and detectron2's Mask R-CNN R-50-FPN at 550 x 550:
     python tools/benchmark.py --device cuda --batch-sizes 1 8 --warmup 10 --iters 100
     python tools/benchmark.py --tasks latency,stages --input-size 400 \\
         --configs configs/yolact_R_101_FPN_550.yaml model_zoo:COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml
-    python tools/benchmark.py --tasks latency --onnxruntime float32 int8
+    python tools/benchmark.py --tasks latency,accuracy --precisions float32 bfloat16 --onnxruntime float32 int8
     python tools/benchmark.py --tasks accuracy \\
         --eval-weights configs/embedded/yolact_R_18_shapes.yaml=output/embedded/yolact_R_18_shapes/model_final.pth
 
@@ -24,7 +24,8 @@ from detectron2.utils.logger import setup_logger
 
 from yolact_d2.benchmark import TASKS, BenchmarkSettings, format_text, run_benchmark, write_reports
 from yolact_d2.benchmark.accuracy import parse_eval_weights
-from yolact_d2.benchmark.onnx_runtime import PRECISIONS
+from yolact_d2.benchmark.onnx_runtime import PRECISIONS as ONNX_PRECISIONS
+from yolact_d2.layers import PRECISIONS
 
 
 def _tasks(value: str):
@@ -54,7 +55,10 @@ def get_parser() -> argparse.ArgumentParser:
                    help="trained weights to evaluate (default: the embedded dataset's checkpoints, if present)")
     p.add_argument("--exported", metavar="PATH", help="also time this exported model (yolact_d2.export.ExportedYolact)")
     p.add_argument("--exported-config", help="config of --exported (default: the first YOLACT config)")
-    p.add_argument("--onnxruntime", nargs="+", choices=PRECISIONS, default=[], metavar="PRECISION",
+    p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(d.precisions),
+                   help="precisions of the eager models' inference in the latency, stages and accuracy tasks "
+                        "(bfloat16: CPUs with AVX512-BF16 / AMX, recent GPUs; float16: CUDA)")
+    p.add_argument("--onnxruntime", nargs="+", choices=ONNX_PRECISIONS, default=[], metavar="PRECISION",
                    help="also time (and, with trained weights, evaluate) each YOLACT config exported to ONNX and run "
                         "by ONNX Runtime, in these precisions: float32, int8 (static quantization of the convs)")
     p.add_argument("--num-threads", type=int, help="torch's CPU threads (default: torch's choice)")
@@ -85,6 +89,7 @@ def main(args) -> dict:
         onnxruntime=args.onnxruntime,
         output_dir=args.output_dir,
         opts=args.opts,
+        precisions=args.precisions,
     )
     results = run_benchmark(settings)
     print(format_text(results))

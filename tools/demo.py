@@ -17,6 +17,9 @@ instances (masks, boxes, class names and scores) with detectron2's Visualizer. F
   folder (the input's name; ``.mp4`` for videos); missing folders are created. Videos are written with the
   mp4v codec. Without ``--output`` nor ``--json-output`` the results are shown in a window, which needs a
   display: otherwise the demo stops at once with a message.
+* ``--precision {float32,bfloat16,float16}`` sets ``MODEL.YOLACT.PRECISION`` (also settable with ``--opts``): the
+  network runs in bfloat16 (CPUs with AVX512-BF16 or AMX, recent GPUs) or float16 (CUDA), the post-processing
+  in float32. YOLACT configs only.
 * ``--confidence-threshold`` sets ``MODEL.YOLACT.POSTPROCESS.SCORE_THRESH`` and drops instances scoring less.
 * ``--dataset NAME JSON_FILE IMAGE_ROOT`` (repeatable) registers a COCO-format dataset; the class names drawn
   are those of ``DATASETS.TEST[0]``, whose class count must match the config's.
@@ -58,6 +61,7 @@ from yolact_d2.config import add_config_arguments, config_overrides, load_yolact
 from yolact_d2.data import add_dataset_argument, read_image, register_coco_dataset
 from yolact_d2.data.build import check_num_classes, config_num_classes
 from yolact_d2.engine import YolactPredictor
+from yolact_d2.layers import PRECISIONS
 from yolact_d2.utils import instances_to_coco_dicts
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
@@ -88,13 +92,23 @@ def get_parser():
     parser.add_argument(
         "--confidence-threshold", type=float, default=0.5, help="minimum score of the instances shown"
     )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="precision of YOLACT's network (MODEL.YOLACT.PRECISION; default: the config's)",
+    )
     add_dataset_argument(parser)
     return parser
 
 
 def setup_cfg(args):
-    """The config of the file and ``opts``, with the confidence threshold; checks the class count."""
+    """The config of the file and ``opts``, with the confidence threshold and precision; checks the class count."""
     cfg = load_yolact_config(args.config_file, config_overrides(args))
+    if args.precision:
+        if args.precision != "float32" and cfg.MODEL.META_ARCHITECTURE != "YOLACT":
+            sys.exit(f"--precision {args.precision} sets MODEL.YOLACT.PRECISION, which "
+                     f"{cfg.MODEL.META_ARCHITECTURE} models ignore: they run in float32")
+        cfg.MODEL.YOLACT.PRECISION = args.precision
     cfg.MODEL.YOLACT.POSTPROCESS.SCORE_THRESH = args.confidence_threshold
     cfg.MODEL.RETINANET.SCORE_THRESH_TEST = args.confidence_threshold
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = args.confidence_threshold

@@ -103,6 +103,12 @@ def add_yolact_config(cfg):
     # Only the memory layout changes, not the values: the conv weights are stored channels-last too and the
     # GroupNorms become ChannelsLastGroupNorm (the same layer, fast on channels-last bfloat16 CPU tensors).
     _C.MODEL.YOLACT.CHANNELS_LAST = True
+    # Precision of inference: "float32", "bfloat16" or "float16". The network (backbone, FPN, protonet, head,
+    # mask re-scoring net) runs under torch.autocast to that dtype, the weights staying float32; its outputs
+    # return to float32 before box decoding, NMS and mask assembly. "bfloat16" for faster CPU inference on CPUs
+    # with native bfloat16 (AVX512-BF16 or AMX; others fall back to float32 with a warning) or on recent GPUs;
+    # "float16" on CUDA only. Training ignores it (SOLVER.AMP.ENABLED sets its precision); export needs float32.
+    _C.MODEL.YOLACT.PRECISION = "float32"
 
     # YOLACT++: in the ResNet stages chosen by detectron2's MODEL.RESNETS.DEFORM_ON_PER_STAGE, blocks 0, n, 2n...
     # (n = DEFORM_INTERVAL) get a deformable 3x3 conv (MODEL.RESNETS.DEFORM_MODULATED: DCNv2, DEFORM_NUM_GROUPS).

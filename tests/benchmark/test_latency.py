@@ -2,7 +2,7 @@
 import pytest
 
 from yolact_d2.benchmark.inputs import inference_inputs, synthetic_images
-from yolact_d2.benchmark.latency import add_speedups, measure_latency
+from yolact_d2.benchmark.latency import add_precision_ratios, add_speedups, measure_latency
 from yolact_d2.benchmark.models import benchmark_config, build_random_model
 
 N = 12
@@ -26,11 +26,26 @@ def test_mask_rcnn_fixed_mode_emits_exactly_n_detections(mask_rcnn_config):
     assert row["detections"] == [N]
 
 
-def test_speedups_are_relative_to_the_reference_row_of_the_same_mode_and_batch():
+def _row(config, median_ms, precision="float32", runtime="eager", batch_size=1, mode="fixed"):
+    return {"config": config, "mode": mode, "batch_size": batch_size, "precision": precision, "runtime": runtime,
+            "median_ms": median_ms}
+
+
+def test_speedups_are_relative_to_the_references_float32_eager_row_of_the_same_mode_and_batch():
     rows = [
-        {"config": "ref", "mode": "fixed", "batch_size": 1, "median_ms": 30.0},
-        {"config": "a", "mode": "fixed", "batch_size": 1, "median_ms": 10.0},
-        {"config": "a", "mode": "fixed", "batch_size": 4, "median_ms": 5.0},
+        _row("ref", 30.0), _row("ref", 15.0, "bfloat16"), _row("a", 10.0), _row("a", 5.0, batch_size=4),
+        _row("a", 6.0, "bfloat16"), _row("a", 7.5, "int8", "onnxruntime"), _row("a", 20.0, mode="default"),
     ]
     add_speedups(rows, "ref")
-    assert [r["speedup"] for r in rows] == [1.0, 3.0, None]
+    assert [r["speedup"] for r in rows] == [1.0, 2.0, 3.0, None, 5.0, 4.0, None]
+
+
+def test_precision_ratios_are_relative_to_the_configs_float32_eager_row():
+    rows = [
+        _row("a", 10.0), _row("a", 4.0, "bfloat16"), _row("a", 8.0, "float32", "onnxruntime"),
+        _row("a", 5.0, "int8", "onnxruntime"), _row("a", 3.0, "bfloat16", batch_size=2),
+        _row("b", 20.0, "bfloat16"), _row("b", 40.0), _row("b", 30.0, mode="default"),
+        _row("c", 9.0, "int8", "onnxruntime"),
+    ]
+    add_precision_ratios(rows)
+    assert [r["vs_float32"] for r in rows] == [1.0, 0.4, 0.8, 0.5, None, 0.5, 1.0, 1.0, None]

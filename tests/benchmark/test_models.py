@@ -10,14 +10,17 @@ from detectron2.modeling import build_model
 from yolact_d2.benchmark.inputs import inference_inputs, synthetic_images
 from yolact_d2.benchmark.models import (
     DEFAULT_CONFIGS,
+    AutocastModel,
     benchmark_config,
     build_random_model,
     build_trained_model,
     config_label,
+    in_precision,
     is_yolact,
     resolve_config_file,
     resolve_path,
 )
+from yolact_d2.layers import precision as precision_module
 
 YOLACT = "configs/embedded/yolact_R_18_shapes.yaml"
 
@@ -76,3 +79,35 @@ def test_trained_model_loads_its_checkpoint_and_rejects_one_of_another_layout(tm
     one_size.MODEL.YOLACT.ANCHOR.SIZES = [[11], [22], [45], [89], [179]]  # 3 anchors per cell instead of 9
     with pytest.raises(ValueError, match="head.cls_score.weight"):
         build_trained_model(one_size)
+
+
+@pytest.fixture
+def native_bfloat16(monkeypatch):
+    monkeypatch.setattr(precision_module, "cpu_has_native_bfloat16", lambda: True)
+
+
+def test_yolact_runs_in_the_precision_of_its_config(native_bfloat16):
+    cfg = benchmark_config(YOLACT, device="cpu", input_size=96, precision="bfloat16",
+                           opts=["MODEL.YOLACT.NUM_CLASSES", "3"])
+    assert cfg.MODEL.YOLACT.PRECISION == "bfloat16" and cfg.MODEL.YOLACT.NUM_CLASSES == 3
+    model = build_random_model(cfg, inference_inputs(synthetic_images(1, 96), cfg))
+    assert in_precision(model, cfg, "bfloat16") is model and model.precision == "bfloat16"
+    with pytest.raises(ValueError, match="runs in bfloat16, not float32: .* MODEL.YOLACT.PRECISION float32"):
+        in_precision(model, cfg, "float32")
+
+
+def test_other_models_run_under_autocast(mask_rcnn_config):
+    cfg = benchmark_config(mask_rcnn_config, device="cpu", input_size=96, fixed_detections=5, precision="bfloat16")
+    inputs = inference_inputs(synthetic_images(1, 96), cfg)
+    model = build_random_model(cfg, inputs)
+    assert in_precision(model, cfg, "float32") is model
+    low = in_precision(model, cfg, "bfloat16")
+    assert isinstance(low, AutocastModel) and low.model is model
+    dtypes = []
+    model.backbone.register_forward_hook(lambda module, args, out: dtypes.append(out["p2"].dtype))
+    with torch.no_grad():
+        full, got = model(inputs)[0]["instances"], low(inputs)[0]["instances"]
+    assert dtypes == [torch.float32, torch.bfloat16]
+    assert len(got) == len(full) == 5
+    low.eval()  # an nn.Module: detectron2's evaluation switches its mode
+    assert not low.training

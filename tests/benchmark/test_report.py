@@ -2,7 +2,9 @@
 import json
 
 import pytest
+from matplotlib.axes import Axes
 
+from yolact_d2.benchmark import report as report_module
 from yolact_d2.benchmark.machine import machine_info
 from yolact_d2.benchmark.report import format_markdown, format_text, write_reports
 
@@ -22,12 +24,15 @@ def _results(with_data: bool):
     results.update({
         "reference": "mask_rcnn",
         "latency": [
-            {"config": c, "mode": "fixed", "batch_size": 1, "median_ms": ms, "p90_ms": ms, "mean_ms": ms,
-             "images_per_s": 1000 / ms, "detections": [10], "speedup": 20.0 / ms, **memory}
-            for c, ms in (("yolact", 10.0), ("mask_rcnn", 20.0))
+            {"config": c, "mode": "fixed", "batch_size": 1, "precision": p, "runtime": rt, "median_ms": ms,
+             "p90_ms": ms, "mean_ms": ms, "images_per_s": 1000 / ms, "detections": [10], "speedup": 20.0 / ms,
+             "vs_float32": vs, **memory}
+            for c, p, rt, ms, vs in (
+                ("yolact", "float32", "eager", 10.0, 1.0), ("yolact", "bfloat16", "eager", 4.0, 0.4),
+                ("yolact", "int8", "onnxruntime", 5.0, 0.5), ("mask_rcnn", "float32", "eager", 20.0, 1.0))
         ],
-        "stages": [{"config": "yolact", "mode": "fixed", "batch_size": 1, "detections": [10], "sum_ms": 8.0,
-                    "end_to_end_ms": 8.1, "plain_ms": 7.9, "stages": [
+        "stages": [{"config": "yolact", "mode": "fixed", "precision": "bfloat16", "batch_size": 1, "detections": [10],
+                    "sum_ms": 8.0, "end_to_end_ms": 8.1, "plain_ms": 7.9, "stages": [
                         {"stage": "backbone (ResNet)", "gmacs": 0.3, "gmacs_per_s": 75.0, **stage},
                         {"stage": "decode + NMS", "gmacs": None, "gmacs_per_s": None, **stage}]}],
         "nms": {"workload": {"anchors": 19248, "classes": 80, "nms_thresh": 0.5, "top_k": 200, "score_thresh": 0.05,
@@ -40,9 +45,14 @@ def _results(with_data: bool):
         "train": [{"config": "yolact", "batch_size": 2, "precision": "bfloat16", "median_ms": 250.0,
                    "p90_ms": 260.0, "mean_ms": 255.0, "images_per_s": 8.0, **memory}],
         "accuracy": [
-            {"config": c, "weights": "w.pth", "dataset": "shapes_val", "box_AP": ap, "box_AP50": ap, "mask_AP": ap,
-             "mask_AP50": ap, "median_ms": ms, "p90_ms": ms, "image_size": [320, 320]}
-            for c, ap, ms in (("yolact", 40.0, 30.0), ("mask_rcnn", 45.0, 90.0), ("untrained", float("nan"), 5.0))
+            {"config": c, "weights": "w.pth", "dataset": "shapes_val", "precision": p, "runtime": rt, "box_AP": ap,
+             "box_AP50": ap, "mask_AP": ap, "mask_AP50": ap, "box_AP_change": change, "mask_AP_change": change,
+             "median_ms": ms, "p90_ms": ms, "image_size": [320, 320]}
+            for c, p, rt, ap, change, ms in (
+                ("yolact", "float32", "eager", 40.0, 0.0, 30.0), ("mask_rcnn", "float32", "eager", 45.0, 0.0, 90.0),
+                ("untrained", "float32", "eager", float("nan"), None, 5.0),
+                ("yolact", "bfloat16", "eager", 39.75, -0.25, 12.0),
+                ("yolact", "int8", "onnxruntime", 38.5, -1.5, 15.0))
         ],
         "notes": ["a note"],
     })
@@ -65,7 +75,10 @@ def test_reports_have_every_section_and_a_plot(tmp_path):
     markdown = (tmp_path / "benchmark.md").read_text()
     positions = [markdown.index(s) for s in SECTIONS]
     assert positions == sorted(positions)
-    for text in ("speed-up vs mask_rcnn", "| yolact ", "end-to-end (instrumented)", "StandardNMS", "aten::triu",
+    for text in ("speed-up vs mask_rcnn float32", "| yolact ", "vs float32 |", "| bfloat16    | eager       |",
+                 "| int8        | onnxruntime |", " 0.4 |", "| box AP change ", "| -0.2 ", "| -1.5 ", "| +0.0 ",
+                 "yolact (bfloat16, fixed mode, batch 1, 10 detections)", "end-to-end (instrumented)", "StandardNMS",
+                 "aten::triu",
                  "median s/iter", "| bfloat16    |", "![Mask AP vs latency](ap_vs_latency.png)", "- a note",
                  data["machine"]["cpu"]):
         assert text in markdown, text
@@ -90,3 +103,10 @@ def test_text_and_markdown_render(with_data):
     assert "== Latency ==" in text and "== Accuracy ==" in text
     assert ("Note: a note" in text) == with_data
     assert format_markdown(results).startswith("# YOLACT benchmark\n")
+
+
+def test_the_plot_has_one_labelled_point_per_config_precision_and_runtime(tmp_path, monkeypatch):
+    labels = []
+    monkeypatch.setattr(Axes, "annotate", lambda ax, text, *args, **kwargs: labels.append(text))
+    assert report_module.plot_ap_vs_latency(_results(True)["accuracy"], str(tmp_path / "plot.png"))
+    assert labels == ["yolact", "mask_rcnn", "yolact (bfloat16)", "yolact (int8, onnxruntime)"]  # NaN AP: no point

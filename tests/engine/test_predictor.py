@@ -4,7 +4,10 @@ import pytest
 import torch
 from PIL import Image
 
+from detectron2.engine import DefaultPredictor
+
 from yolact_d2.engine import YolactPredictor
+from yolact_d2.layers import precision as precision_module
 
 
 @pytest.fixture
@@ -68,3 +71,18 @@ def test_an_array_that_is_not_an_image_is_a_clear_error(predictor):
         predictor(np.zeros((4, 5, 6), np.uint8))
     with pytest.raises(ValueError, match="8- or 16-bit integers.*float64"):
         predictor(np.zeros((4, 5, 3)))
+
+
+@pytest.mark.parametrize("predictor_class", [YolactPredictor, DefaultPredictor])
+def test_the_predictors_run_in_the_configs_precision(cfg, predictor_class, monkeypatch, one_thread):
+    monkeypatch.setattr(precision_module, "cpu_has_native_bfloat16", lambda: True)
+    cfg.MODEL.YOLACT.INPUT_SIZE = 96
+    cfg.MODEL.YOLACT.PRECISION = "bfloat16"
+    cfg.DATASETS.TEST = ()
+    predictor = predictor_class(cfg)
+    assert predictor.model.precision == "bfloat16"
+    head_dtypes = []
+    predictor.model.head.register_forward_hook(lambda module, args, out: head_dtypes.append(out[0].dtype))
+    instances = predictor(_image(48, 64))["instances"]
+    assert head_dtypes == [torch.bfloat16]
+    assert instances.scores.dtype == instances.pred_boxes.tensor.dtype == torch.float32

@@ -28,6 +28,7 @@ from yolact_d2.modeling.config_checks import check_yolact_config
         ("MODEL.YOLACT.POSTPROCESS.SCORE_THRESH", -0.1, "SCORE_THRESH is -0.1: it must be in [0, 1]"),
         ("MODEL.YOLACT.MATCHER.POSITIVE_IOU", 2.0, "POSITIVE_IOU is 2.0: it must be in [0, 1]"),
         ("TEST.DETECTIONS_PER_IMAGE", 0, "TEST.DETECTIONS_PER_IMAGE is 0: it must be at least 1"),
+        ("MODEL.YOLACT.PRECISION", "bf16", "PRECISION is bf16: it must be one of float32, bfloat16, float16"),
     ],
 )
 def test_nonsensical_values_are_named_when_the_model_is_built(cfg, key, value, message):

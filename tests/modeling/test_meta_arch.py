@@ -6,10 +6,11 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
-from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.structures import BitMasks, Boxes, Instances, pairwise_iou
 from detectron2.utils.visualizer import Visualizer
 
-from yolact_d2.layers import ChannelsLastGroupNorm
+from yolact_d2.layers import ChannelsLastGroupNorm, inference_autocast
+from yolact_d2.layers import precision as precision_module
 
 FIELDS = {"pred_boxes", "scores", "pred_classes", "pred_masks"}
 
@@ -223,3 +224,122 @@ def test_forward_dispatches_to_the_public_training_and_inference_steps(cfg):
     model.train()
     losses = model([{"image": image, "instances": _gt(160, [[10, 20, 90, 80]], [1])}])
     assert set(losses) == {"loss_cls", "loss_box_reg", "loss_mask", "loss_sem_seg"}
+
+
+@pytest.fixture
+def native_bfloat16(monkeypatch):
+    """bfloat16 inference runs whatever this CPU (emulated where it has no native bfloat16: slower, same values)."""
+    monkeypatch.setattr(precision_module, "cpu_has_native_bfloat16", lambda: True)
+
+
+def _confident_model(cfg, precision):
+    """
+    The small model with seeded random weights, its head set so that a few dozen anchors of an image of shapes
+    score clearly (class weights x3, background bias 13) with decisive masks (coefficients near +-1), in
+    ``precision``.
+    """
+    cfg.MODEL.YOLACT.PRECISION = precision
+    cfg.MODEL.YOLACT.POSTPROCESS.SCORE_THRESH = 0.3
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    head = model.head
+    with torch.no_grad():
+        head.cls_score.weight.mul_(3.0)
+        biases = head.cls_score.bias.view(-1, head.num_classes + 1)
+        biases.zero_()
+        biases[:, -1] = 13.0
+        head.coef_pred.bias.view(-1, head.num_prototypes).copy_(torch.tensor([2.0, -2.0] * (head.num_prototypes // 2)))
+    return model
+
+
+def _shapes_image():
+    """A (3, 120, 140) uint8 image: a rectangle, a disc and a bar on a gray background."""
+    image = np.full((120, 140, 3), 90, np.uint8)
+    image[15:71, 10:61] = (230, 40, 40)
+    yy, xx = np.mgrid[:120, :140]
+    image[(yy - 80) ** 2 + (xx - 100) ** 2 <= 25 ** 2] = (30, 200, 60)
+    image[5:36, 80:131] = (20, 20, 220)
+    return torch.from_numpy(image).permute(2, 0, 1).contiguous()
+
+
+def test_bfloat16_inference_finds_the_float32_detections(cfg, native_bfloat16, one_thread):
+    full, low = _confident_model(cfg.clone(), "float32"), _confident_model(cfg.clone(), "bfloat16")
+    assert (full.precision, low.precision) == ("float32", "bfloat16")
+    x = [{"image": _shapes_image()}]
+    images, _ = full.preprocess_image(x)
+    with torch.no_grad():
+        expected_raw = full.predict(images)
+        with inference_autocast("bfloat16", "cpu"):
+            raw = low.predict(images)
+        expected, got = full(x)[0]["instances"], low(x)[0]["instances"]
+    for name in ("cls_logits", "box_deltas", "coefs", "prototypes"):  # the network's outputs: rounded, not wrong
+        assert raw[name].dtype == torch.bfloat16, name
+        scale = expected_raw[name].abs().max()
+        error = (raw[name].float() - expected_raw[name]).abs()
+        assert 0 < error.mean() < 0.01 * scale and error.max() < 0.05 * scale, name
+    clear = torch.nonzero(expected.scores > 0.5).flatten()
+    assert len(clear) >= 10
+    box_ious = pairwise_iou(expected.pred_boxes[clear], got.pred_boxes)
+    for i, match in zip(clear.tolist(), box_ious.argmax(dim=1).tolist()):
+        assert got.pred_classes[match] == expected.pred_classes[i]
+        torch.testing.assert_close(got.pred_boxes.tensor[match], expected.pred_boxes.tensor[i], rtol=0, atol=2.0)
+        torch.testing.assert_close(got.scores[match], expected.scores[i], rtol=0, atol=0.05)
+        mask, expected_mask = got.pred_masks[match], expected.pred_masks[i]
+        assert expected_mask.sum() > 50
+        assert (mask & expected_mask).sum() / (mask | expected_mask).sum() >= 0.9
+
+
+def test_under_bfloat16_the_network_runs_in_bfloat16_and_the_post_processing_in_float32(cfg, native_bfloat16):
+    cfg.MODEL.YOLACT.PRECISION = "bfloat16"
+    cfg.MODEL.YOLACT.MASK_RESCORING.ENABLED = True
+    model = _model(cfg, score_thresh=0.0)
+    dtypes = {}
+
+    def record(name):
+        return lambda module, args, out: dtypes.setdefault(name, []).append((out[0] if name == "head" else out).dtype)
+
+    model.head.register_forward_hook(record("head"))
+    model.mask_rescoring.register_forward_hook(record("mask_rescoring"))
+    model.postprocessor.register_forward_pre_hook(
+        lambda module, args: dtypes.setdefault("postprocessor", []).extend(a.dtype for a in args))
+    assemble_masks = model.assemble_masks
+    model.assemble_masks = lambda *args: dtypes.setdefault("masks", []).extend(a.dtype for a in args) or (
+        assemble_masks(*args))
+    with torch.no_grad():
+        (detections,) = model.inference(*model.preprocess_image([{"image": _image(100, 120)}]))
+    assert dtypes["head"] == [torch.bfloat16] and dtypes["mask_rescoring"] == [torch.bfloat16]
+    assert dtypes["postprocessor"] == [torch.float32] * 2  # boxes, scores
+    assert dtypes["masks"] == [torch.float32] * 3  # prototypes, coefficients, boxes
+    assert len(detections.boxes) == 100
+    assert all(t.dtype == torch.float32 for t in (detections.boxes, detections.scores, detections.masks,
+                                                  detections.mask_scores))
+
+
+def test_precision_leaves_training_to_the_trainer(cfg, native_bfloat16):
+    """A bfloat16 model trains as a float32 one: the trainer's SOLVER.AMP sets the precision of training."""
+    torch.manual_seed(0)
+    full = build_model(cfg).train()
+    cfg.MODEL.YOLACT.PRECISION = "bfloat16"
+    low = build_model(cfg).train()
+    low.load_state_dict(full.state_dict())
+    head_dtypes = []
+    low.head.register_forward_hook(lambda module, args, out: head_dtypes.append(out[0].dtype))
+    inputs = [{"image": _image(160, 160, 3), "instances": _gt(160, [[10, 20, 90, 100]], [1])}]
+    torch.manual_seed(1)
+    expected = full(inputs)
+    torch.manual_seed(1)
+    got = low(inputs)
+    assert head_dtypes == [torch.float32]
+    for name, value in got.items():
+        torch.testing.assert_close(value, expected[name], rtol=0, atol=0, msg=name)
+
+
+def test_the_configs_precision_is_resolved_for_its_device(cfg, monkeypatch, caplog):
+    monkeypatch.setattr(precision_module, "cpu_has_native_bfloat16", lambda: False)
+    cfg.MODEL.YOLACT.PRECISION = "bfloat16"
+    with caplog.at_level("WARNING", logger=precision_module.__name__):
+        assert build_model(cfg).precision == "float32"
+    assert "no native bfloat16" in caplog.text
+    cfg.MODEL.YOLACT.PRECISION = "float16"
+    with pytest.raises(ValueError, match="MODEL.YOLACT.PRECISION='float16' with MODEL.DEVICE 'cpu': .* for CUDA"):
+        build_model(cfg)

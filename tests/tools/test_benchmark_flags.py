@@ -25,3 +25,11 @@ def test_onnxruntime_precisions_are_parsed(load_tool, capsys):
     with pytest.raises(SystemExit) as e:
         parser.parse_args(["--onnxruntime", "int4"])
     assert e.value.code == 2 and "invalid choice: 'int4'" in capsys.readouterr().err
+
+
+def test_precisions_flag(load_tool):
+    parser = load_tool("benchmark.py").get_parser()
+    assert parser.parse_args([]).precisions == ["float32"]
+    assert parser.parse_args(["--precisions", "float32", "bfloat16"]).precisions == ["float32", "bfloat16"]
+    with pytest.raises(SystemExit):  # argparse: invalid choice
+        parser.parse_args(["--precisions", "int8"])

@@ -112,6 +112,20 @@ def test_opts_flag_and_trailing_pairs_are_applied(demo):
     assert cfg.MODEL.WEIGHTS == "y.pth"
 
 
+def test_precision_flag_and_opts_set_the_precision(demo):
+    parser = demo.get_parser()
+    args = ["--config-file", CONFIG, "--input", "a.png"]
+    assert demo.setup_cfg(parser.parse_args(args)).MODEL.YOLACT.PRECISION == "float32"  # the config's
+    assert demo.setup_cfg(parser.parse_args(args + ["--precision", "bfloat16"])).MODEL.YOLACT.PRECISION == "bfloat16"
+    cfg = demo.setup_cfg(parser.parse_args(args + ["--opts", "MODEL.YOLACT.PRECISION", "bfloat16"]))
+    assert cfg.MODEL.YOLACT.PRECISION == "bfloat16"
+    with pytest.raises(SystemExit):  # argparse: invalid choice
+        parser.parse_args(args + ["--precision", "int8"])
+    rcnn = os.path.join(ROOT, "configs", "embedded", "mask_rcnn_R_18_FPN_shapes.yaml")
+    with pytest.raises(SystemExit, match="--precision bfloat16 sets MODEL.YOLACT.PRECISION, which GeneralizedRCNN"):
+        demo.setup_cfg(parser.parse_args(["--config-file", rcnn, "--input", "a.png", "--precision", "bfloat16"]))
+
+
 def test_json_output_with_polygon_masks(demo, images, tmp_path, one_thread):
     folder, gt_json = images
     json_output = tmp_path / "polygons.json"

@@ -1,15 +1,16 @@
 """
 Accuracy beside speed: COCO box and mask AP of trained weights on a config's ``DATASETS.TEST`` (detectron2's
-COCOEvaluator through :meth:`YolactTrainer.test`), with the latency of that model at its own test settings.
+COCOEvaluator through :meth:`YolactTrainer.test`), with the latency of that model at its own test settings, in a
+precision (see :func:`~.models.in_precision`), and the AP change from float32.
 """
 import os
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..engine import YolactTrainer
-from .latency import measure_latency
-from .models import build_trained_model, config_label, load_config
+from .latency import REFERENCE_PRECISION, REFERENCE_RUNTIME, measure_latency
+from .models import build_trained_model, config_label, in_precision, load_config, set_precision
 
-__all__ = ["DEFAULT_EVAL_WEIGHTS", "parse_eval_weights", "evaluate_accuracy", "accuracy_rows"]
+__all__ = ["DEFAULT_EVAL_WEIGHTS", "parse_eval_weights", "evaluate_accuracy", "accuracy_rows", "add_ap_changes"]
 
 # The embedded dataset's checkpoints, as tools/train_net.py writes them (dev/run_main.sh).
 DEFAULT_EVAL_WEIGHTS = (
@@ -31,22 +32,26 @@ def parse_eval_weights(pairs: Sequence[str]) -> List[Tuple[str, str]]:
 
 
 def evaluate_accuracy(
-    config: str, weights: str, *, device: str, warmup: int, iters: int, output_dir: str, opts: Sequence[str] = ()
+    config: str, weights: str, *, device: str, warmup: int, iters: int, output_dir: str, opts: Sequence[str] = (),
+    precision: str = "float32",
 ) -> List[Dict]:
     """
-    Evaluate ``weights`` with ``config`` (its own input size and thresholds; ``opts`` applied) on each dataset
-    of its ``DATASETS.TEST``, then time the model on that dataset's first test image as its test loader
-    prepares it (batch 1).
+    Evaluate ``weights`` with ``config`` (its own input size and thresholds; ``opts`` applied) in ``precision``
+    (as :func:`yolact_d2.layers.resolve_precision` returns it for ``device``) on each dataset of its
+    ``DATASETS.TEST``, then time the model on that dataset's first test image as its test loader prepares it
+    (batch 1).
 
     Returns:
-        per dataset: ``config``, ``weights``, ``dataset``, ``box_AP``, ``box_AP50``, ``mask_AP``, ``mask_AP50``
-        (COCO, in %), ``median_ms``, ``p90_ms`` and ``image_size`` (the timed image's (H, W)).
+        per dataset: ``config``, ``weights``, ``dataset``, ``precision``, ``runtime`` ("eager"), ``box_AP``,
+        ``box_AP50``, ``mask_AP``, ``mask_AP50`` (COCO, in %), ``median_ms``, ``p90_ms`` and ``image_size`` (the
+        timed image's (H, W)).
     """
-    cfg = load_config(config, device=device, opts=opts)
+    cfg = set_precision(load_config(config, device=device, opts=opts), precision)
     cfg.MODEL.WEIGHTS = weights
-    cfg.OUTPUT_DIR = os.path.join(output_dir, "eval", config_label(config))
-    model = build_trained_model(cfg)
-    return accuracy_rows(cfg, model, config=config, weights=weights, device=device, warmup=warmup, iters=iters)
+    cfg.OUTPUT_DIR = os.path.join(output_dir, "eval", config_label(config), f"{REFERENCE_RUNTIME}_{precision}")
+    model = in_precision(build_trained_model(cfg), cfg, precision)
+    return accuracy_rows(cfg, model, config=config, weights=weights, device=device, warmup=warmup, iters=iters,
+                         precision=precision, runtime=REFERENCE_RUNTIME)
 
 
 def accuracy_rows(
@@ -56,7 +61,7 @@ def accuracy_rows(
     Evaluate ``model`` (the eager model, or any callable taking detectron2 inputs, e.g. an ``ExportedYolact``)
     on each dataset of ``cfg.DATASETS.TEST`` with detectron2's evaluator (:meth:`YolactTrainer.test`, writing to
     ``cfg.OUTPUT_DIR``) and time it on that dataset's first test image (batch 1). Returns the rows of
-    :func:`evaluate_accuracy`, each with ``fields`` added.
+    :func:`evaluate_accuracy`, each with ``fields`` added (e.g. ``precision`` and ``runtime``).
     """
     results = YolactTrainer.test(cfg, model)
     if len(cfg.DATASETS.TEST) == 1:  # detectron2 returns a single dataset's results unwrapped
@@ -79,3 +84,23 @@ def accuracy_rows(
             **fields,
         })
     return rows
+
+
+def _ap_change(row: Dict, reference: Optional[Dict], key: str) -> Optional[float]:
+    if reference is None or row[key] is None or reference[key] is None:
+        return None
+    return row[key] - reference[key]
+
+
+def add_ap_changes(rows: List[Dict]) -> None:
+    """
+    Set ``box_AP_change`` and ``mask_AP_change`` of every accuracy row (dicts with ``config``, ``dataset``,
+    ``precision``, ``runtime``, ``box_AP``, ``mask_AP``; any runtime): its AP minus that of the float32 eager
+    row of the same config and dataset (negative: lost accuracy). None without such a row or AP.
+    """
+    reference = {(r["config"], r["dataset"]): r for r in rows
+                 if r["precision"] == REFERENCE_PRECISION and r["runtime"] == REFERENCE_RUNTIME}
+    for row in rows:
+        ref = reference.get((row["config"], row["dataset"]))
+        row["box_AP_change"] = _ap_change(row, ref, "box_AP")
+        row["mask_AP_change"] = _ap_change(row, ref, "mask_AP")

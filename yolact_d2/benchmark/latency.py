@@ -5,7 +5,11 @@ import torch
 
 from .timing import measure, summarize
 
-__all__ = ["measure_latency", "add_speedups"]
+__all__ = ["REFERENCE_PRECISION", "REFERENCE_RUNTIME", "measure_latency", "add_speedups", "add_precision_ratios"]
+
+# The rows others are compared with: the eager model in float32.
+REFERENCE_PRECISION = "float32"
+REFERENCE_RUNTIME = "eager"
 
 
 def measure_latency(model: Callable, inputs: Sequence[Dict], *, warmup: int, iters: int, device) -> Dict:
@@ -35,12 +39,31 @@ def measure_latency(model: Callable, inputs: Sequence[Dict], *, warmup: int, ite
     }
 
 
+def _is_float32_eager(row: Dict) -> bool:
+    return row["precision"] == REFERENCE_PRECISION and row["runtime"] == REFERENCE_RUNTIME
+
+
 def add_speedups(rows: List[Dict], reference: str) -> None:
     """
-    Set ``speedup`` of every row: the median latency of the ``reference`` config's row with the same mode and
-    batch size divided by the row's (> 1: faster than the reference). None without such a row.
+    Set ``speedup`` of every latency row (any precision and runtime): the median latency of the ``reference``
+    config's float32 eager row with the same mode and batch size divided by the row's (> 1: faster than the
+    reference in float32). None without such a row.
     """
-    ref = {(r["mode"], r["batch_size"]): r["median_ms"] for r in rows if r["config"] == reference}
+    ref = {(r["mode"], r["batch_size"]): r["median_ms"] for r in rows if r["config"] == reference
+           and _is_float32_eager(r)}
     for row in rows:
         ref_ms = ref.get((row["mode"], row["batch_size"]))
         row["speedup"] = ref_ms / row["median_ms"] if ref_ms else None
+
+
+def add_precision_ratios(rows: List[Dict]) -> None:
+    """
+    Set ``vs_float32`` of every latency row (dicts with ``config``, ``mode``, ``batch_size``, ``precision``,
+    ``runtime``, ``median_ms``; any runtime, e.g. "eager" or "onnxruntime"): its median latency divided by that
+    of the float32 eager row of the same config, mode and batch size (< 1: faster than float32). None without
+    such a row.
+    """
+    float32 = {(r["config"], r["mode"], r["batch_size"]): r["median_ms"] for r in rows if _is_float32_eager(r)}
+    for row in rows:
+        float32_ms = float32.get((row["config"], row["mode"], row["batch_size"]))
+        row["vs_float32"] = row["median_ms"] / float32_ms if float32_ms else None

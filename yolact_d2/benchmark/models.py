@@ -2,7 +2,9 @@
 The models a benchmark compares: their configs (files, or detectron2's model zoo as ``model_zoo:NAME``) set to
 one input size, device and work mode, and the models built from them: with random weights (whose batch norm
 statistics are measured on the benchmark's images, so that activations and outputs look like a trained
-model's) or with trained ones.
+model's) or with trained ones, in a precision: YOLACT by its ``MODEL.YOLACT.PRECISION`` (the network in that
+precision, the post-processing in float32), other models by autocast around their whole forward
+(:class:`AutocastModel`).
 """
 import os
 from typing import Dict, Optional, Sequence
@@ -16,6 +18,7 @@ from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
 
 from ..config import add_yolact_config
+from ..layers import inference_autocast
 from ..quiet_imports import quiet_third_party_imports
 
 with quiet_third_party_imports():  # detectron2.model_zoo imports the deprecated pkg_resources
@@ -29,9 +32,12 @@ __all__ = [
     "config_label",
     "is_yolact",
     "load_config",
+    "set_precision",
     "benchmark_config",
     "build_random_model",
     "build_trained_model",
+    "AutocastModel",
+    "in_precision",
 ]
 
 MODEL_ZOO_PREFIX = "model_zoo:"
@@ -100,12 +106,21 @@ def _set_fixed_detections(cfg: CfgNode, num_detections: int) -> None:
         cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
 
 
+def set_precision(cfg: CfgNode, precision: str) -> CfgNode:
+    """``cfg`` with a YOLACT's ``MODEL.YOLACT.PRECISION`` set to ``precision`` (others: :func:`in_precision`)."""
+    if is_yolact(cfg):
+        cfg.MODEL.YOLACT.PRECISION = precision
+    return cfg
+
+
 def benchmark_config(
-    spec: str, *, device: str, input_size: int, fixed_detections: Optional[int] = None, opts: Sequence[str] = ()
+    spec: str, *, device: str, input_size: int, fixed_detections: Optional[int] = None, opts: Sequence[str] = (),
+    precision: str = "float32",
 ) -> CfgNode:
     """
     ``spec`` with random weights (``MODEL.WEIGHTS ""``) at ``input_size``, at its own score threshold, or with
-    ``fixed_detections`` detections per image when given. ``opts`` are applied last.
+    ``fixed_detections`` detections per image when given. ``opts`` are applied last, then a YOLACT's
+    ``precision`` (:func:`set_precision`).
     """
     cfg = load_config(spec, device=device)
     cfg.MODEL.WEIGHTS = ""
@@ -113,7 +128,7 @@ def benchmark_config(
     if fixed_detections is not None:
         _set_fixed_detections(cfg, fixed_detections)
     cfg.merge_from_list(list(opts))
-    return cfg
+    return set_precision(cfg, precision)
 
 
 def _normalize_batch_norms(model: nn.Module, inputs: Sequence[Dict]) -> None:
@@ -178,3 +193,30 @@ def build_trained_model(cfg: CfgNode) -> nn.Module:
             f"other shapes {wrong}; was it trained with another config?"
         )
     return model
+
+
+class AutocastModel(nn.Module):
+    """A detectron2 model whose whole forward runs under :func:`yolact_d2.layers.inference_autocast`."""
+
+    def __init__(self, model: nn.Module, precision: str, device: str):
+        super().__init__()
+        self.model = model
+        self.precision = precision
+        self.device = device
+
+    def forward(self, batched_inputs):
+        with inference_autocast(self.precision, self.device):
+            return self.model(batched_inputs)
+
+
+def in_precision(model: nn.Module, cfg: CfgNode, precision: str) -> nn.Module:
+    """
+    ``model``, built from ``cfg``, running inference in ``precision``: a YOLACT as it is (its config has the
+    precision, :func:`set_precision`), another model in float32 as it is, else in an :class:`AutocastModel`.
+    """
+    if is_yolact(cfg):
+        if model.precision != precision:
+            raise ValueError(f"The YOLACT model runs in {model.precision}, not {precision}: build it from a config "
+                             f"with MODEL.YOLACT.PRECISION {precision}")
+        return model
+    return model if precision == "float32" else AutocastModel(model, precision, cfg.MODEL.DEVICE)

@@ -1,7 +1,8 @@
 """
 Reports of a benchmark's results (:func:`~.suite.run_benchmark`): tables on stdout, ``benchmark.json`` (the
 results), ``benchmark.md`` (machine, settings and one section of tables per task) and ``ap_vs_latency.png``
-(mask AP vs latency of the evaluated models, like Figure 1 of the YOLACT paper).
+(mask AP vs latency of the evaluated models, like Figure 1 of the YOLACT paper). Latency and accuracy rows are
+per precision ("float32", "bfloat16"...) and runtime ("eager": the PyTorch model; an exported model's runtime).
 """
 import json
 import math
@@ -36,10 +37,10 @@ class Section:
     empty: str = "Not measured (task not selected)."
 
 
-def _num(x, digits: int = 1) -> str:
+def _num(x, digits: int = 1, signed: bool = False) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "-"
-    return f"{x:,.{digits}f}"
+    return f"{x:{'+' if signed else ''},.{digits}f}"
 
 
 def _counts(counts: List[int]) -> str:
@@ -61,14 +62,17 @@ def _latency(results) -> Section:
     fixed = results["settings"]["fixed_detections"]
     section.tables.append(Table(
         "Inference latency per image",
-        ["config", "mode", "batch", "median ms", "p90 ms", "images/s", "peak mem MiB", "detections/image",
-         f"speed-up vs {reference}" if reference else "speed-up"],
-        [[r["config"], r["mode"], r["batch_size"], _num(r["median_ms"]), _num(r["p90_ms"]), _num(r["images_per_s"], 2),
-          _num(r["peak_memory_mb"]), _counts(r["detections"]), _num(r.get("speedup"), 2)] for r in rows],
+        ["config", "mode", "batch", "precision", "runtime", "median ms", "p90 ms", "images/s", "peak mem MiB",
+         "detections/image", "vs float32", f"speed-up vs {reference} float32" if reference else "speed-up"],
+        [[r["config"], r["mode"], r["batch_size"], r["precision"], r["runtime"], _num(r["median_ms"]),
+          _num(r["p90_ms"]), _num(r["images_per_s"], 2), _num(r["peak_memory_mb"]), _counts(r["detections"]),
+          _num(r.get("vs_float32"), 2), _num(r.get("speedup"), 2)] for r in rows],
         "Batch time / batch size; median and 90th percentile of the timed runs after warm-up. Modes: default = "
         f"each model's own score threshold; fixed = score threshold 0 and exactly {fixed} detections per image "
-        "(equal work). Speed-up: the reference's median / the row's median, same mode and batch (> 1 is faster). "
-        f"Peak memory above the level before the timed runs: {_memory_method(rows)}.",
+        "(equal work). Runtime: eager = the PyTorch model. vs float32: the row's median / the median of the same "
+        "config's float32 eager row, same mode and batch (< 1 is faster). Speed-up: the median of the reference's "
+        "float32 eager row / the row's median, same mode and batch (> 1 is faster). Peak memory above the level "
+        f"before the timed runs: {_memory_method(rows)}.",
     ))
     return section
 
@@ -82,7 +86,8 @@ def _stages(results) -> Section:
                  ["end-to-end (instrumented)", _num(r["end_to_end_ms"]), "", "", ""],
                  ["end-to-end (plain forward: latency table)", _num(r["plain_ms"]), "", "", ""]]
         section.tables.append(Table(
-            f"{r['config']} ({r['mode']} mode, batch {r['batch_size']}, {_counts(r['detections'])} detections)",
+            f"{r['config']} ({r['precision']}, {r['mode']} mode, batch {r['batch_size']}, "
+            f"{_counts(r['detections'])} detections)",
             ["stage", "median ms", "share %", "GMACs", "GMAC/s"], rows,
             "The model's forward with each stage's methods timed between device synchronisations; 'other' is the "
             "rest of the instrumented forward. GMAC/s = fvcore GMACs of a convolutional stage / its median time.",
@@ -145,10 +150,14 @@ def _accuracy(results) -> Section:
     if rows:
         section.tables.append(Table(
             "COCO AP of trained weights, with their latency",
-            ["config", "dataset", "box AP", "box AP50", "mask AP", "mask AP50", "median ms", "image"],
-            [[r["config"], r["dataset"], _num(r["box_AP"]), _num(r["box_AP50"]), _num(r["mask_AP"]),
-              _num(r["mask_AP50"]), _num(r["median_ms"]), "x".join(map(str, r["image_size"]))] for r in rows],
-            "Latency: batch 1, the dataset's first test image as the config's test loader prepares it.",
+            ["config", "dataset", "precision", "runtime", "box AP", "box AP change", "box AP50", "mask AP",
+             "mask AP change", "mask AP50", "median ms", "image"],
+            [[r["config"], r["dataset"], r["precision"], r["runtime"], _num(r["box_AP"]),
+              _num(r.get("box_AP_change"), signed=True), _num(r["box_AP50"]), _num(r["mask_AP"]),
+              _num(r.get("mask_AP_change"), signed=True), _num(r["mask_AP50"]), _num(r["median_ms"]),
+              "x".join(map(str, r["image_size"]))] for r in rows],
+            "AP change: the row's AP minus that of the same config's float32 eager row on the dataset. Latency: "
+            "batch 1, the dataset's first test image as the config's test loader prepares it.",
         ))
     return section
 
@@ -201,8 +210,17 @@ def format_markdown(results: Dict, plot_file: Optional[str] = None) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _point_label(row: Dict) -> str:
+    """A plotted accuracy row: its config, with its precision and runtime unless float32 and eager."""
+    variant = [v for v, plain in ((row["precision"], "float32"), (row["runtime"], "eager")) if v != plain]
+    return row["config"] + (f" ({', '.join(variant)})" if variant else "")
+
+
 def plot_ap_vs_latency(rows: List[Dict], path: str, device: str = "") -> bool:
-    """Mask AP vs median latency of the accuracy rows with a finite AP; False (no file) when there are none."""
+    """
+    Mask AP vs median latency of the accuracy rows with a finite AP, one point per row (config, dataset,
+    precision, runtime); False (no file) when there are none.
+    """
     points = [r for r in rows if r["mask_AP"] is not None and math.isfinite(r["mask_AP"])]
     if not points:
         return False
@@ -211,7 +229,7 @@ def plot_ap_vs_latency(rows: List[Dict], path: str, device: str = "") -> bool:
     ax = fig.add_subplot()
     for r in points:
         ax.scatter(r["median_ms"], r["mask_AP"])
-        ax.annotate(r["config"], (r["median_ms"], r["mask_AP"]), textcoords="offset points", xytext=(5, 5))
+        ax.annotate(_point_label(r), (r["median_ms"], r["mask_AP"]), textcoords="offset points", xytext=(5, 5))
     ax.set_xlabel("latency per image, ms (median, batch 1)")
     ax.set_ylabel("mask AP")
     ax.set_title(f"Mask AP vs latency{' on ' + device if device else ''}")

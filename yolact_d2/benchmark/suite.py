@@ -7,16 +7,18 @@ import logging
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .accuracy import DEFAULT_EVAL_WEIGHTS, evaluate_accuracy
+from ..layers import PRECISIONS, resolve_precision
+from .accuracy import DEFAULT_EVAL_WEIGHTS, add_ap_changes, evaluate_accuracy
 from .complexity import analyze_complexity
 from .inputs import inference_inputs, read_images, synthetic_images, training_inputs
-from .latency import add_speedups, measure_latency
+from .latency import add_precision_ratios, add_speedups, measure_latency
 from .machine import machine_info
 from .models import (
     DEFAULT_CONFIGS,
     benchmark_config,
     build_random_model,
     config_label,
+    in_precision,
     is_yolact,
     load_config,
     resolve_config_file,
@@ -24,7 +26,7 @@ from .models import (
 )
 from .nms import compare_nms
 from .onnx_runtime import (
-    PRECISIONS,
+    PRECISIONS as ONNX_PRECISIONS,
     evaluate_onnx_accuracy,
     exported_runtime,
     measure_onnx_latency,
@@ -49,9 +51,13 @@ class BenchmarkSettings:
     stage breakdown and FLOP count). ``eval_weights`` (config, weights) pairs are evaluated by the "accuracy"
     task (None: the embedded dataset's checkpoints, skipped when absent). ``exported`` is a model file for
     ``yolact_d2.export.ExportedYolact`` with ``exported_config`` (default: the first YOLACT config).
-    ``onnxruntime`` precisions ("float32", "int8") add, for every YOLACT config, latency rows of its model exported
-    to ONNX (int8 calibrated on the benchmark images) and run by ONNX Runtime, and accuracy rows of the evaluated
-    weights exported likewise (int8 calibrated on ``DATASETS.TRAIN`` images); the files go to ``output_dir/onnx``.
+    ``precisions``: the latency, stages and accuracy tasks run the eager models in each of them (YOLACT by
+    ``MODEL.YOLACT.PRECISION``, others under autocast); a precision the device cannot run natively runs as
+    :func:`yolact_d2.layers.resolve_precision` says (bfloat16 on a CPU without it: float32, with a note).
+    ``onnxruntime`` precisions ("float32", "int8") add, for every YOLACT config, latency rows of its float32 model
+    exported to ONNX (int8 calibrated on the benchmark images) and run by ONNX Runtime, and accuracy rows of the
+    evaluated weights exported likewise (int8 calibrated on ``DATASETS.TRAIN`` images); the files go to
+    ``output_dir/onnx``. They need "float32" among ``precisions``: the ONNX models are exported from it.
     """
 
     configs: Sequence[str] = DEFAULT_CONFIGS
@@ -70,6 +76,7 @@ class BenchmarkSettings:
     onnxruntime: Sequence[str] = ()
     output_dir: str = "output/benchmark"
     opts: Sequence[str] = ()
+    precisions: Sequence[str] = ("float32",)
 
 
 def _check(s: BenchmarkSettings) -> None:
@@ -80,9 +87,16 @@ def _check(s: BenchmarkSettings) -> None:
         raise ValueError("Batch sizes and --iters must be >= 1")
     if s.warmup < 0 or s.fixed_detections < 0:
         raise ValueError("--warmup and --fixed-detections must be >= 0")
-    unknown = sorted(set(s.onnxruntime) - set(PRECISIONS))
+    unknown = [p for p in s.precisions if p not in PRECISIONS]
+    if unknown or not s.precisions:
+        raise ValueError(f"--precisions {list(s.precisions)}: choose one or more of {', '.join(PRECISIONS)}")
+    if "MODEL.YOLACT.PRECISION" in s.opts:
+        raise ValueError("Set the precision with --precisions, not with --opts MODEL.YOLACT.PRECISION")
+    unknown = sorted(set(s.onnxruntime) - set(ONNX_PRECISIONS))
     if unknown:
-        raise ValueError(f"Unknown --onnxruntime precisions {unknown}; choose from {', '.join(PRECISIONS)}")
+        raise ValueError(f"Unknown --onnxruntime precisions {unknown}; choose from {', '.join(ONNX_PRECISIONS)}")
+    if s.onnxruntime and "float32" not in s.precisions:
+        raise ValueError("--onnxruntime exports the float32 models: keep float32 among --precisions")
     labels = [config_label(c) for c in s.configs]
     if len(set(labels)) != len(labels):
         raise ValueError(f"Configs need distinct file names (they label the results); got {labels}")
@@ -113,28 +127,33 @@ def _exported_model_class():
 
 
 def _inference_tasks(spec, images, s, results) -> None:
-    """Latency, stages and FLOPs of one config in each mode."""
+    """Latency, stages and FLOPs of one config in each mode and precision."""
     label = config_label(spec)
     work_mode = _modes(s)[-1][0]
     for mode, num_detections in _modes(s):
         if mode != work_mode and "latency" not in s.tasks:
             continue
-        cfg = benchmark_config(spec, device=s.device, input_size=s.input_size,
-                               fixed_detections=num_detections, opts=s.opts)
-        model = build_random_model(cfg, inference_inputs(images[:1], cfg))
-        if "latency" in s.tasks:
-            for batch_size in s.batch_sizes:
-                logger.info("latency: %s, %s mode, batch %d", label, mode, batch_size)
-                row = measure_latency(model, inference_inputs(images[:batch_size], cfg),
-                                      warmup=s.warmup, iters=s.iters, device=s.device)
-                results["latency"].append({"config": label, "mode": mode, **row})
-                if num_detections is not None and set(row["detections"]) != {num_detections}:
-                    results["notes"].append(
-                        f"{label} emitted {row['detections']} detections in fixed mode, not {num_detections}")
-            if s.onnxruntime and is_yolact(cfg):
-                _onnxruntime_latency(label, mode, cfg, model, inference_inputs(images, cfg), s, results)
-        if mode == work_mode:
-            _work_mode_tasks(label, mode, cfg, model, inference_inputs(images[:1], cfg), s, results)
+        for precision in s.precisions:
+            cfg = benchmark_config(spec, device=s.device, input_size=s.input_size,
+                                   fixed_detections=num_detections, opts=s.opts, precision=precision)
+            model = in_precision(build_random_model(cfg, inference_inputs(images[:1], cfg)), cfg, precision)
+            if "latency" in s.tasks:
+                _latency_rows(label, mode, precision, num_detections, model, cfg, images, s, results)
+                if s.onnxruntime and is_yolact(cfg) and precision == "float32":
+                    _onnxruntime_latency(label, mode, cfg, model, inference_inputs(images, cfg), s, results)
+            if mode == work_mode:
+                _work_mode_tasks(label, mode, precision, cfg, model, inference_inputs(images[:1], cfg), s, results)
+
+
+def _latency_rows(label, mode, precision, num_detections, model, cfg, images, s, results) -> None:
+    for batch_size in s.batch_sizes:
+        logger.info("latency: %s, %s mode, %s, batch %d", label, mode, precision, batch_size)
+        row = measure_latency(model, inference_inputs(images[:batch_size], cfg),
+                              warmup=s.warmup, iters=s.iters, device=s.device)
+        results["latency"].append({"config": label, "mode": mode, "precision": precision, "runtime": "eager", **row})
+        if num_detections is not None and set(row["detections"]) != {num_detections}:
+            results["notes"].append(f"{label} ({precision}) emitted {row['detections']} detections in fixed mode, "
+                                    f"not {num_detections}")
 
 
 def _onnxruntime_latency(label, mode, cfg, model, inputs, s, results) -> None:
@@ -150,23 +169,27 @@ def _onnxruntime_latency(label, mode, cfg, model, inputs, s, results) -> None:
     results["latency"].extend({"config": label, "mode": mode, **row} for row in rows)
 
 
-def _work_mode_tasks(label, mode, cfg, model, inputs, s, results) -> None:
-    """FLOPs and parameters (any model) and the stage breakdown (YOLACT) on one image."""
+def _work_mode_tasks(label, mode, precision, cfg, model, inputs, s, results) -> None:
+    """FLOPs and parameters (any model; the first precision: they do not depend on it) and the stage breakdown
+    (YOLACT, every precision) on one image."""
+    want_flops = "flops" in s.tasks and precision == s.precisions[0]
     want_stages = "stages" in s.tasks and is_yolact(cfg)
-    if "flops" not in s.tasks and not want_stages:
+    if not want_flops and not want_stages:
         return
     logger.info("FLOPs: %s", label)
     complexity = analyze_complexity(model, inputs)
-    if "flops" in s.tasks:
+    if want_flops:
         results["flops"].append({"config": label, "mode": mode,
                                  **{k: v for k, v in complexity.items() if k != "gmacs_by_module"}})
     if want_stages:
-        logger.info("stages: %s", label)
+        logger.info("stages: %s, %s", label, precision)
         stages = measure_stages(model, inputs, warmup=s.warmup, iters=s.iters, device=s.device,
                                 gmacs_by_module=complexity["gmacs_by_module"])
         plain = [r["median_ms"] for r in results["latency"]
-                 if (r["config"], r["mode"], r["batch_size"]) == (label, mode, len(inputs))]
-        results["stages"].append({"config": label, "mode": mode, **stages, "plain_ms": plain[0] if plain else None})
+                 if (r["config"], r["mode"], r["batch_size"], r["precision"], r["runtime"])
+                 == (label, mode, len(inputs), precision, "eager")]
+        results["stages"].append({"config": label, "mode": mode, "precision": precision, **stages,
+                                  "plain_ms": plain[0] if plain else None})
 
 
 def _training_task(spec, images, s, results) -> None:
@@ -198,9 +221,11 @@ def _accuracy_task(s, results) -> None:
         if not os.path.isfile(path):
             results["notes"].append(f"Accuracy of {config_label(config)} skipped: {weights} does not exist")
             continue
-        logger.info("accuracy: %s with %s", config_label(config), path)
-        results["accuracy"].extend(evaluate_accuracy(
-            config, path, device=s.device, warmup=s.warmup, iters=s.iters, output_dir=s.output_dir, opts=s.opts))
+        for precision in s.precisions:
+            logger.info("accuracy: %s with %s in %s", config_label(config), path, precision)
+            results["accuracy"].extend(evaluate_accuracy(
+                config, path, device=s.device, warmup=s.warmup, iters=s.iters, output_dir=s.output_dir,
+                opts=s.opts, precision=precision))
         if s.onnxruntime and is_yolact(load_config(config, device=s.device, opts=s.opts)):
             _onnxruntime_accuracy(config, path, s, results)
 
@@ -225,11 +250,27 @@ def _without_missing_onnxruntime(s: BenchmarkSettings, results) -> BenchmarkSett
     return dataclasses.replace(s, onnxruntime=())
 
 
+def _device_precisions(s: BenchmarkSettings, results) -> Tuple[str, ...]:
+    """The distinct precisions ``s.precisions`` run in on ``s.device``, with a note for each that changes."""
+    effective = []
+    for precision in s.precisions:
+        runs_in = resolve_precision(precision, s.device)
+        if runs_in != precision:
+            results["notes"].append(f"{precision} runs in {runs_in} on this {s.device} (no native {precision}): "
+                                    f"its rows are the {runs_in} ones")
+        if runs_in not in effective:
+            effective.append(runs_in)
+    return tuple(effective)
+
+
 def run_benchmark(s: BenchmarkSettings) -> Dict:
     """
     Run the selected tasks. Returns a dict of ``machine``, ``settings``, ``models`` (label, config file,
-    meta-architecture), ``reference`` (the first non-YOLACT config: latency speed-ups are relative to it),
-    ``latency``, ``stages``, ``nms``, ``flops``, ``train`` and ``accuracy`` results and ``notes``.
+    meta-architecture), ``reference`` (the first non-YOLACT config: latency speed-ups are relative to its float32
+    eager rows), ``latency``, ``stages``, ``nms``, ``flops``, ``train`` and ``accuracy`` results and ``notes``.
+    Latency and accuracy rows have a ``precision`` and a ``runtime`` ("eager" for the PyTorch model); latency rows
+    a ``vs_float32`` ratio (:func:`~.latency.add_precision_ratios`), accuracy rows AP changes from float32
+    (:func:`~.accuracy.add_ap_changes`), computed once every row exists.
     """
     _check(s)
     exported_class = _exported_model_class() if s.exported else None
@@ -241,6 +282,7 @@ def run_benchmark(s: BenchmarkSettings) -> Dict:
         "latency": [], "stages": [], "nms": None, "flops": [], "train": [], "accuracy": [], "notes": [],
     }
     s = _without_missing_onnxruntime(s, results)
+    s = dataclasses.replace(s, precisions=_device_precisions(s, results))
     images = _images(s)
     for spec in s.configs:
         arch = load_config(spec, device=s.device, opts=s.opts).MODEL.META_ARCHITECTURE
@@ -258,11 +300,13 @@ def run_benchmark(s: BenchmarkSettings) -> Dict:
     if s.onnxruntime and not {"latency", "accuracy"} & set(s.tasks):
         results["notes"].append("--onnxruntime adds to the latency and accuracy tasks, neither of which was selected")
     results["reference"] = next((m["config"] for m in results["models"] if m["meta_architecture"] != "YOLACT"), None)
-    if results["reference"]:
-        add_speedups(results["latency"], results["reference"])
     if "nms" in s.tasks:
         logger.info("NMS comparison")
         results["nms"] = compare_nms(warmup=s.warmup, iters=s.iters, device=s.device)
     if "accuracy" in s.tasks:
         _accuracy_task(s, results)
+    if results["reference"]:
+        add_speedups(results["latency"], results["reference"])
+    add_precision_ratios(results["latency"])
+    add_ap_changes(results["accuracy"])
     return results

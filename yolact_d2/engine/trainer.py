@@ -20,6 +20,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..data.build import build_yolact_test_loader, build_yolact_train_loader, check_num_classes
 from ..evaluation import YolactCOCOEvaluator
+from ..layers import cpu_has_native_bfloat16
 from .checkpoint import YolactCheckpointer
 
 __all__ = [
@@ -119,11 +120,6 @@ class AutocastTrainer(SimpleTrainer):
         self.after_backward()
         self._write_metrics(loss_dict, data_time)
         self.optimizer.step()
-
-
-def cpu_has_native_bfloat16() -> bool:
-    """Whether oneDNN runs bfloat16 natively on this CPU (AVX512-BF16 or AMX) rather than by conversion."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # pylint: disable=protected-access
 
 
 def build_step_trainer(model, data_loader, optimizer, *, amp: bool, device: str) -> SimpleTrainer:

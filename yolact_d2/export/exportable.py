@@ -26,6 +26,11 @@ def check_exportable(model: nn.Module) -> None:
             "does not set `exportable = True` in its body (a trace correct for every input: no Python control "
             "flow on tensor values)."
         )
+    if model.precision != "float32":
+        raise ValueError(
+            f"MODEL.YOLACT.PRECISION={model.precision!r} cannot be exported: export records the float32 graph. "
+            "Export with MODEL.YOLACT.PRECISION float32; the exported file's runtime sets its own precision."
+        )
     if model.preserve_aspect_ratio:
         raise ValueError(
             "MODEL.YOLACT.PRESERVE_ASPECT_RATIO=True cannot be exported: the exported graph takes images resized "

@@ -13,6 +13,7 @@ from typing import Callable, List, Tuple
 
 import torch
 
+from ..layers import PRECISIONS
 from .head import YOLACT_HEAD_REGISTRY
 from .postprocessing import POSTPROCESSOR_REGISTRY
 from .protonet import PROTONET_REGISTRY
@@ -58,6 +59,7 @@ _RULES: List[Tuple[str, Callable, str]] = [
     ("MODEL.YOLACT.POSTPROCESS.SCORE_THRESH", _probability, "in [0, 1]"),
     ("MODEL.YOLACT.POSTPROCESS.MASK_THRESH", _probability, "in [0, 1]"),
     ("TEST.DETECTIONS_PER_IMAGE", _positive, "at least 1"),
+    ("MODEL.YOLACT.PRECISION", lambda v: v in PRECISIONS, f"one of {', '.join(PRECISIONS)}"),
 ]
 
 _REGISTRIES = [

@@ -12,7 +12,7 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import Boxes, Instances
 
-from ..layers import convert_group_norms, input_region
+from ..layers import PRECISIONS, convert_group_norms, inference_autocast, input_region, resolve_precision
 from .anchors import YolactAnchorGenerator, build_box2box_transform
 from .config_checks import check_yolact_config
 from .head import build_yolact_head
@@ -98,6 +98,15 @@ def detections_to_instances(
     return result
 
 
+def _resolve_config_precision(cfg) -> str:
+    """:func:`resolve_precision` of ``MODEL.YOLACT.PRECISION`` on ``MODEL.DEVICE``, its errors naming the key."""
+    try:
+        return resolve_precision(cfg.MODEL.YOLACT.PRECISION, cfg.MODEL.DEVICE)
+    except ValueError as e:
+        raise ValueError(f"MODEL.YOLACT.PRECISION={cfg.MODEL.YOLACT.PRECISION!r} with MODEL.DEVICE "
+                         f"{cfg.MODEL.DEVICE!r}: {e}") from e
+
+
 @META_ARCH_REGISTRY.register()
 class YOLACT(nn.Module):
     """
@@ -113,7 +122,8 @@ class YOLACT(nn.Module):
     ``gt_classes``, ``gt_masks`` in pixels of the network input) and optional ``crowd_boxes``.
     Outputs: in training a dict of losses; at inference a list of ``{"instances": Instances}`` with
     ``pred_boxes`` (XYXY, output pixels), ``scores``, ``pred_classes``, ``pred_masks`` (bool, H x W) and, with
-    re-scoring, ``mask_scores``.
+    re-scoring, ``mask_scores``. At inference the network runs in ``MODEL.YOLACT.PRECISION`` (float32, or
+    bfloat16 / float16 by autocast) and the post-processing in float32 (:meth:`inference`).
 
     ``forward`` dispatches to :meth:`forward_training` or :meth:`forward_inference`, as detectron2's models.
     The steps of inference are public: :meth:`preprocess_image` (and :meth:`normalize` for one image),
@@ -142,7 +152,14 @@ class YOLACT(nn.Module):
         mask_threshold: float,
         channels_last: bool = False,
         box_scores: str = "class",
+        precision: str = "float32",
     ):
+        """
+        The modules and settings are those :meth:`from_config` builds from ``MODEL.YOLACT``. ``precision``, what
+        the network runs in at inference (:meth:`inference`), one of :data:`yolact_d2.layers.PRECISIONS`, is taken
+        as given: :meth:`from_config` resolves ``MODEL.YOLACT.PRECISION`` for ``MODEL.DEVICE`` with
+        :func:`yolact_d2.layers.resolve_precision`.
+        """
         super().__init__()
         self.backbone = backbone
         self.protonet = protonet
@@ -161,6 +178,9 @@ class YOLACT(nn.Module):
         if box_scores not in BOX_SCORES:
             raise ValueError(f"MODEL.YOLACT.MASK_RESCORING.BOX_SCORES={box_scores!r} is not one of {BOX_SCORES}")
         self.box_scores = box_scores
+        if precision not in PRECISIONS:
+            raise ValueError(f"MODEL.YOLACT.PRECISION={precision!r} is not one of {PRECISIONS}")
+        self.precision = precision
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
         self._stage_timer: Optional[Callable[[str], ContextManager]] = None
@@ -195,6 +215,7 @@ class YOLACT(nn.Module):
             "mask_threshold": cfg.MODEL.YOLACT.POSTPROCESS.MASK_THRESH,
             "channels_last": cfg.MODEL.YOLACT.CHANNELS_LAST,
             "box_scores": cfg.MODEL.YOLACT.MASK_RESCORING.BOX_SCORES,
+            "precision": _resolve_config_precision(cfg),
         }
 
     @property
@@ -315,8 +336,14 @@ class YOLACT(nn.Module):
         """
         Detect on a normalised batch (N, 3, S, S) whose image i occupies ``regions[i]`` (h, w) of the input:
         per image, its :class:`Detections` at network input resolution, before pasting onto the image.
+        The network (:meth:`predict`, and the mask re-scoring net) runs in ``self.precision``; its outputs
+        return to float32 before :meth:`detect`, so that box decoding, NMS (whose IoUs bfloat16's 8-bit
+        mantissa would distort) and mask assembly run in float32.
         """
-        predictions = self.predict(images)
+        with inference_autocast(self.precision, self.device):
+            predictions = self.predict(images)
+        # the features are not needed after the network
+        predictions = {name: value.float() for name, value in predictions.items() if name != "features"}
         return [self.detect(predictions, i, region) for i, region in enumerate(regions)]
 
     @staticmethod
@@ -343,8 +370,13 @@ class YOLACT(nn.Module):
         return assemble_mask_logits(prototypes, coefs).sigmoid() * box_crop_masks(boxes * scale, proto_size)
 
     def rescore(self, masks: torch.Tensor, classes: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        """YOLACT++: scores (D,) times the mask IoU that the re-scoring net predicts for each class."""
-        return scores * self.mask_rescoring(masks).gather(1, classes[:, None]).squeeze(1)
+        """
+        YOLACT++: scores (D,) times the mask IoU that the re-scoring net, run in ``self.precision``, predicts for
+        each class (masks (D, Hp, Wp), classes (D,) int64); float32.
+        """
+        with inference_autocast(self.precision, self.device):
+            mask_ious = self.mask_rescoring(masks)
+        return scores * mask_ious.float().gather(1, classes[:, None]).squeeze(1)
 
     def detect(self, predictions: Dict, i: int, region: Tuple[int, int]) -> Detections:
         """

@@ -105,6 +105,10 @@ model = L(YOLACT)(
     pixel_std=[1.0, 1.0, 1.0],
     mask_threshold=0.5,
     channels_last=True,
+    # Inference in "float32", "bfloat16" (CPUs with AVX512-BF16 / AMX, recent GPUs) or "float16" (CUDA), taken as
+    # given: resolve_precision(precision, device) of yolact_d2.layers gives what a device runs (yacs configs:
+    # MODEL.YOLACT.PRECISION, resolved for MODEL.DEVICE).
+    precision="float32",
 )
 
 # The expand canvas and the padding take the pixel mean (rounded), in the images' channel order.
