@@ -116,3 +116,26 @@ def test_modules_run_the_sampled_op_on_cpu_and_torchvision_when_tracing():
     traced = torch.jit.trace(conv, (x, offset, mask))
     assert "deform_conv2d" in str(traced.inlined_graph) and "grid_sampler" not in str(traced.inlined_graph)
     torch.testing.assert_close(traced(x, offset, mask), conv(x, offset, mask), rtol=1e-4, atol=1e-5)
+
+
+def test_sampled_op_under_bfloat16_autocast_samples_at_float32_coordinates():
+    # offsets move taps by fractions of a pixel at coordinates up to 68: bfloat16 coordinates would round them
+    # to 0.25-0.5 pixel steps; the float32 reference runs on the same bfloat16-rounded inputs
+    torch.manual_seed(0)
+    x, offset = torch.randn(1, 16, 69, 69).bfloat16(), (torch.randn(1, 18, 69, 69) * 3).bfloat16()
+    mask, weight = torch.rand(1, 9, 69, 69).bfloat16(), torch.randn(8, 16, 3, 3) * 0.1
+    expected = sampled_deform_conv2d(x.float(), offset.float(), weight, None, 1, 1, 1, mask.float())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sampled_deform_conv2d(x, offset, weight, None, 1, 1, 1, mask)
+    assert out.dtype == torch.bfloat16 and out.shape == expected.shape
+    assert (out.float() - expected).norm() / expected.norm() < 0.01
+
+
+def test_traced_module_runs_bfloat16_inputs_through_torchvision_in_float32():
+    # torchvision's CPU kernel has no bfloat16: the module computes in float32 and returns bfloat16
+    conv = _conv(ModulatedDeformConv)
+    x, offset, mask = (t.bfloat16() for t in (torch.randn(1, 4, 6, 6), torch.randn(1, 18, 6, 6), torch.rand(1, 9, 6, 6)))
+    traced = torch.jit.trace(conv, (x, offset, mask), check_trace=False)
+    out = traced(x, offset, mask)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), conv(x.float(), offset.float(), mask.float()), rtol=0.02, atol=0.02)

@@ -55,29 +55,35 @@ def sampled_deform_conv2d(
         bias: (O,) or None.
         mask: (N, G * kh * kw, H', W') modulation (DCNv2), or None (DCNv1).
     Returns:
-        (N, O, H', W').
+        (N, O, H', W') in the dtype of ``x``.
+
+    Sampling coordinates and the bilinear sampling are computed in float32 whatever the dtype of ``x`` and
+    ``offset``: in bfloat16 (8 significant bits) a coordinate of a few tens of pixels would lose its fractional
+    part. The matrix product runs in the dtype of ``x`` (or autocast's).
     """
     n, c, h, w = x.shape
     out_channels, group_channels, kh, kw = weight.shape
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
     taps, (out_h, out_w) = kh * kw, offset.shape[-2:]
     deform_groups, groups = offset.shape[1] // (2 * taps), c // group_channels
-    off = offset.reshape(n, deform_groups, taps, 2, out_h, out_w)  # reshape: any memory format
-    tap_y = (torch.arange(kh, device=x.device, dtype=x.dtype) * dh).repeat_interleave(kw)
-    tap_x = (torch.arange(kw, device=x.device, dtype=x.dtype) * dw).repeat(kh)
-    rows = torch.arange(out_h, device=x.device, dtype=x.dtype) * sh - ph
-    cols = torch.arange(out_w, device=x.device, dtype=x.dtype) * sw - pw
+    off = offset.float().reshape(n, deform_groups, taps, 2, out_h, out_w)  # reshape: any memory format
+    coord = {"device": x.device, "dtype": torch.float32}
+    tap_y = (torch.arange(kh, **coord) * dh).repeat_interleave(kw)
+    tap_x = (torch.arange(kw, **coord) * dw).repeat(kh)
+    rows = torch.arange(out_h, **coord) * sh - ph
+    cols = torch.arange(out_w, **coord) * sw - pw
     ys = rows[:, None] + tap_y[:, None, None] + off[:, :, :, 0]  # (N, G, taps, H', W')
     xs = cols[None, :] + tap_x[:, None, None] + off[:, :, :, 1]
     # grid_sample's normalised coordinates with align_corners=False: pixel p -> (2p + 1) / size - 1
     grid = torch.stack(((2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1), dim=-1)
     samples = F.grid_sample(
-        x.reshape(n * deform_groups, c // deform_groups, h, w), grid.view(n * deform_groups, taps * out_h, out_w, 2),
+        x.float().reshape(n * deform_groups, c // deform_groups, h, w),
+        grid.view(n * deform_groups, taps * out_h, out_w, 2),
         mode="bilinear", padding_mode="zeros", align_corners=False,
     ).view(n, deform_groups, c // deform_groups, taps, out_h * out_w)
     if mask is not None:
-        samples = samples * mask.reshape(n, deform_groups, 1, taps, out_h * out_w)
-    samples = samples.view(n, groups, group_channels * taps, out_h * out_w)
+        samples = samples * mask.float().reshape(n, deform_groups, 1, taps, out_h * out_w)
+    samples = samples.to(x.dtype).view(n, groups, group_channels * taps, out_h * out_w)
     out = weight.reshape(groups, out_channels // groups, group_channels * taps) @ samples
     out = out.view(n, out_channels, out_h, out_w)
     return out if bias is None else out + bias[:, None, None]
@@ -117,9 +123,17 @@ class _DeformConvBase(nn.Module):
         return "sampled"
 
     def _run_without_detectron2(self, implementation: str, x, offset, mask=None) -> torch.Tensor:
-        """The convolution by the sampled op or torchvision's (``mask`` None: DCNv1)."""
-        op = sampled_deform_conv2d if implementation == "sampled" else deform_conv2d
-        return op(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+        """The convolution by the sampled op or torchvision's (``mask`` None: DCNv1), in the dtype of ``x``."""
+        if implementation == "sampled":
+            return sampled_deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                                         mask)
+        if x.is_cuda or x.dtype == torch.float32:
+            return deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+        # torchvision's CPU kernel has no bfloat16 / float16 (e.g. tracing a model under CPU autocast)
+        args = [None if t is None else t.float() for t in (x, offset, self.weight, self.bias, mask)]
+        with torch.autocast("cpu", enabled=False):
+            out = deform_conv2d(*args[:4], self.stride, self.padding, self.dilation, args[4])
+        return out.to(x.dtype)
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
         if self.norm is not None:
