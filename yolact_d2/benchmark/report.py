@@ -216,6 +216,21 @@ def _point_label(row: Dict) -> str:
     return row["config"] + (f" ({', '.join(variant)})" if variant else "")
 
 
+_MIN_AP_SPAN = 2.0  # AP points: the least height of the plot's y axis
+
+
+def _label_offsets(points: List[Dict]) -> List[int]:
+    """
+    Vertical label offsets (typographic points): a label goes below those of the earlier points of about the same
+    AP, whatever their latency (labels are wider than the gaps between points).
+    """
+    offsets = []
+    for i, r in enumerate(points):
+        near = [offsets[j] for j, q in enumerate(points[:i]) if abs(q["mask_AP"] - r["mask_AP"]) <= 0.1 * _MIN_AP_SPAN]
+        offsets.append(min(near) - 12 if near else 5)
+    return offsets
+
+
 def plot_ap_vs_latency(rows: List[Dict], path: str, device: str = "") -> bool:
     """
     Mask AP vs median latency of the accuracy rows with a finite AP, one point per row (config, dataset,
@@ -227,13 +242,17 @@ def plot_ap_vs_latency(rows: List[Dict], path: str, device: str = "") -> bool:
     fig = Figure(figsize=(6, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for r in points:
+    for r, offset in zip(points, _label_offsets(points)):
         ax.scatter(r["median_ms"], r["mask_AP"])
-        ax.annotate(_point_label(r), (r["median_ms"], r["mask_AP"]), textcoords="offset points", xytext=(5, 5))
+        ax.annotate(_point_label(r), (r["median_ms"], r["mask_AP"]), textcoords="offset points", xytext=(5, offset))
     ax.set_xlabel("latency per image, ms (median, batch 1)")
     ax.set_ylabel("mask AP")
     ax.set_title(f"Mask AP vs latency{' on ' + device if device else ''}")
     ax.margins(0.2)  # room for the labels
+    low, high = ax.get_ylim()
+    if high - low < _MIN_AP_SPAN:  # a few hundredths of AP apart must not look like a gap
+        middle = (low + high) / 2
+        ax.set_ylim(middle - _MIN_AP_SPAN / 2, middle + _MIN_AP_SPAN / 2)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")  # the labels of the rightmost points stay in
