@@ -42,6 +42,12 @@ def cfg():
     return small_cfg()
 
 
+@pytest.fixture(scope="session")
+def make_small_cfg():
+    """:func:`small_cfg` for test modules (``import conftest`` may find another folder's conftest)."""
+    return small_cfg
+
+
 @contextlib.contextmanager
 def _torch_threads(num_threads: int):
     saved = torch.get_num_threads()

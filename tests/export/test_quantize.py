@@ -1,5 +1,4 @@
 """int8 post-training quantization of an exported tiny YOLACT: detections close to float32, only convs quantized."""
-import importlib.util
 import os
 import sys
 from collections import Counter
@@ -39,14 +38,6 @@ QDQ = {"QuantizeLinear", "DequantizeLinear"}
 POSTPROCESSING_OPS = {"Exp", "TopK", "Trilu", "NonZero", "MatMul", "Softmax"}
 
 
-def _small_cfg(**kwargs):
-    """tests/conftest.py's ``small_cfg``, imported by path: ``import conftest`` may find another folder's."""
-    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "conftest.py")
-    spec = importlib.util.spec_from_file_location("_tests_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.small_cfg(**kwargs)
-
 
 def _random_images(count, seed):
     g = torch.Generator().manual_seed(seed)
@@ -54,9 +45,9 @@ def _random_images(count, seed):
 
 
 @pytest.fixture(scope="module")
-def quantized(tmp_path_factory):
+def quantized(tmp_path_factory, make_small_cfg):
     """The tiny R-18 YOLACT at input 128, its config and its model.onnx / model_int8.onnx (3 calibration images)."""
-    cfg = _small_cfg(input_size=SIZE)
+    cfg = make_small_cfg(input_size=SIZE)
     cfg.MODEL.YOLACT.POSTPROCESS.SCORE_THRESH = 0.5
     torch.manual_seed(0)
     model = build_model(cfg).eval()
@@ -165,8 +156,8 @@ def test_calibration_images_of_a_dataset(dataset):
         calibration_files(name, 0)
 
 
-def test_yolact_plus_deformable_convs_stay_float(tmp_path):
-    cfg = _small_cfg(input_size=96)
+def test_yolact_plus_deformable_convs_stay_float(tmp_path, make_small_cfg):
+    cfg = make_small_cfg(input_size=96)
     r, y = cfg.MODEL.RESNETS, cfg.MODEL.YOLACT
     r.DEPTH, r.STEM_OUT_CHANNELS, r.WIDTH_PER_GROUP, r.RES2_OUT_CHANNELS = 50, 16, 8, 32
     r.DEFORM_ON_PER_STAGE, r.DEFORM_MODULATED = [False, True, True, True], True
