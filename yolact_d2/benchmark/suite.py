@@ -133,6 +133,7 @@ def _inference_tasks(spec, images, s, results) -> None:
     for mode, num_detections in _modes(s):
         if mode != work_mode and "latency" not in s.tasks:
             continue
+        complexity = None  # FLOPs do not depend on the precision: counted on the first one's model
         for precision in s.precisions:
             cfg = benchmark_config(spec, device=s.device, input_size=s.input_size,
                                    fixed_detections=num_detections, opts=s.opts, precision=precision)
@@ -142,7 +143,8 @@ def _inference_tasks(spec, images, s, results) -> None:
                 if s.onnxruntime and is_yolact(cfg) and precision == "float32":
                     _onnxruntime_latency(label, mode, cfg, model, inference_inputs(images, cfg), s, results)
             if mode == work_mode:
-                _work_mode_tasks(label, mode, precision, cfg, model, inference_inputs(images[:1], cfg), s, results)
+                complexity = _work_mode_tasks(label, mode, precision, cfg, model, inference_inputs(images[:1], cfg),
+                                              s, results, complexity)
 
 
 def _latency_rows(label, mode, precision, num_detections, model, cfg, images, s, results) -> None:
@@ -169,15 +171,19 @@ def _onnxruntime_latency(label, mode, cfg, model, inputs, s, results) -> None:
     results["latency"].extend({"config": label, "mode": mode, **row} for row in rows)
 
 
-def _work_mode_tasks(label, mode, precision, cfg, model, inputs, s, results) -> None:
-    """FLOPs and parameters (any model; the first precision: they do not depend on it) and the stage breakdown
-    (YOLACT, every precision) on one image."""
-    want_flops = "flops" in s.tasks and precision == s.precisions[0]
+def _work_mode_tasks(label, mode, precision, cfg, model, inputs, s, results, complexity=None) -> Optional[Dict]:
+    """
+    FLOPs and parameters (any model, once) and the stage breakdown (YOLACT, every precision) on one image.
+    ``complexity``: :func:`analyze_complexity` of an earlier precision's model, or None to count now. Returns the
+    complexity used (None when neither task was selected).
+    """
+    want_flops = "flops" in s.tasks and complexity is None
     want_stages = "stages" in s.tasks and is_yolact(cfg)
     if not want_flops and not want_stages:
-        return
-    logger.info("FLOPs: %s", label)
-    complexity = analyze_complexity(model, inputs)
+        return complexity
+    if complexity is None:
+        logger.info("FLOPs: %s", label)
+        complexity = analyze_complexity(model, inputs)
     if want_flops:
         results["flops"].append({"config": label, "mode": mode,
                                  **{k: v for k, v in complexity.items() if k != "gmacs_by_module"}})
@@ -190,6 +196,7 @@ def _work_mode_tasks(label, mode, precision, cfg, model, inputs, s, results) -> 
                  == (label, mode, len(inputs), precision, "eager")]
         results["stages"].append({"config": label, "mode": mode, "precision": precision, **stages,
                                   "plain_ms": plain[0] if plain else None})
+    return complexity
 
 
 def _training_task(spec, images, s, results) -> None:
