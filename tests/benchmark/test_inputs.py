@@ -21,6 +21,12 @@ def test_read_images_resizes_to_a_square(tmp_path):
     assert x.shape == (3, 32, 32) and (x[0] == 255).all() and (x[2] == 0).all()
 
 
+def test_read_images_scales_16_bit_gray_to_8_bits(tmp_path):
+    cv2.imwrite(str(tmp_path / "gray16.png"), np.full((10, 20), 30000, dtype=np.uint16))
+    (image,) = read_images([str(tmp_path / "gray16.png")], 16)
+    assert image.shape == (3, 16, 16) and (image == round(30000 / 257)).all()
+
+
 def test_inputs_follow_the_config_format(cfg):
     image = synthetic_images(1, 32)[0]
     assert torch.equal(inference_inputs([image], cfg)[0]["image"], image)  # BGR

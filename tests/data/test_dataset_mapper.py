@@ -398,3 +398,13 @@ def test_unreadable_image_is_skipped_in_training_with_skip_corrupt_images_only(t
     )
     with pytest.raises(OSError, match="corrupt.png"):  # evaluation must see every image
         YolactDatasetMapper(cfg, is_train=False)(dataset_dict)
+
+
+def test_gray_16_bit_training_images_are_scaled_to_8_bits(tmp_path):
+    # a 16-bit gray PNG of one value: 8-bit value round(v / 257) in all three channels (not saturated to 255)
+    dataset_dict = make_dataset_dict(tmp_path, 32, 64, RECTS)
+    gray = tmp_path / "gray16.png"
+    cv2.imwrite(str(gray), np.full((32, 64), 30000, dtype=np.uint16))
+    out = run_mapper(make_cfg(64), dict(dataset_dict, file_name=str(gray)))
+    assert out["image"].shape == (3, 64, 64)
+    assert (out["image"] == round(30000 / 257)).all()

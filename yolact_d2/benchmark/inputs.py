@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from detectron2.config import CfgNode
-from detectron2.data.detection_utils import read_image
 from detectron2.structures import BitMasks, Instances
 
+from ..data import read_image
 from ..data.build import config_num_classes
 
 __all__ = ["synthetic_images", "read_images", "inference_inputs", "training_inputs"]
@@ -25,7 +25,10 @@ def synthetic_images(num_images: int, size: int, seed: int = 0) -> List[torch.Te
 
 
 def read_images(paths: Sequence[str], size: int) -> List[torch.Tensor]:
-    """The image files, BGR, resized (bilinear) to size x size: (3, size, size) uint8."""
+    """
+    The image files (read by :func:`yolact_d2.data.read_image`: upright, gray / alpha / 16-bit made 8-bit BGR),
+    resized (bilinear) to size x size: (3, size, size) uint8.
+    """
     images = []
     for path in paths:
         image = cv2.resize(read_image(path, format="BGR"), (size, size), interpolation=cv2.INTER_LINEAR)

@@ -12,6 +12,7 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Boxes, BoxMode, Instances, polygons_to_bitmask
 
+from .images import read_image
 from .transforms import (
     PhotometricDistort,
     RandomExpand,
@@ -153,7 +154,7 @@ class YolactDatasetMapper:
         Args:
             is_train: whether to build the ground truth (annotations are dropped otherwise).
             augmentations: applied in order; the last one must resize to the network input.
-            image_format: format of the images, as accepted by :func:`detection_utils.read_image`.
+            image_format: "BGR" or "RGB" (``INPUT.FORMAT``).
             skip_unreadable_images: return None, with a warning, for an image that cannot be read, rather than
                 raise; for training only: an evaluation must see every image.
         """
@@ -174,12 +175,11 @@ class YolactDatasetMapper:
         }
 
     def _read_image(self, dataset_dict: dict) -> np.ndarray:
-        """The (H, W, 3) uint8 image of ``dataset_dict``, checked against its ``height`` and ``width``."""
-        file_name = dataset_dict["file_name"]
-        try:
-            image = utils.read_image(file_name, format=self.image_format)
-        except OSError as e:
-            raise OSError(f"Cannot read image {file_name}: {e}") from e
+        """
+        The (H, W, 3) uint8 image of ``dataset_dict`` (:func:`yolact_d2.data.read_image`: upright, gray, alpha and
+        16-bit images made 8-bit three-channel), checked against its ``height`` and ``width``.
+        """
+        image = read_image(dataset_dict["file_name"], format=self.image_format)
         utils.check_image_size(dataset_dict, image)
         return image
 
@@ -195,7 +195,7 @@ class YolactDatasetMapper:
         dataset_dict = copy.deepcopy(dataset_dict)
         try:
             image = self._read_image(dataset_dict)
-        except OSError as e:
+        except (OSError, ValueError) as e:  # unreadable, or of a kind no image reader can use (e.g. float TIFF)
             if not self.skip_unreadable_images:
                 raise
             logger.warning(f"Skipping an image that cannot be read (DATALOADER.SKIP_CORRUPT_IMAGES): {e}")
