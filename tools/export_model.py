@@ -51,13 +51,12 @@ from yolact_d2.export import (
     ONNX_FILE_NAMES,
     PRECISIONS,
     ExportedYolact,
-    calibration_files,
+    config_calibration_images,
     export_onnx,
     export_torchscript,
     output_names,
     preprocess_image,
     quantize_onnx,
-    read_calibration_images,
 )
 
 # --format -> (file name, exporter)
@@ -153,16 +152,6 @@ def reproduced_detections(expected, got, iou_threshold: float = 0.5) -> int:
     return int(((iou >= iou_threshold) & same_class).any(dim=1).sum())
 
 
-def calibration_images(cfg, args):
-    """The int8 calibration images, (1, 3, S, S) float32 each: the given files or DATASETS.TRAIN[0]'s."""
-    files = args.calibration_images
-    if files is None:
-        if not cfg.DATASETS.TRAIN:
-            raise ValueError("int8 calibration needs --calibration-images or a dataset in DATASETS.TRAIN; it is empty")
-        files = calibration_files(cfg.DATASETS.TRAIN[0], args.calibration_count or DEFAULT_CALIBRATION_COUNT)
-    return read_calibration_images(files, cfg.MODEL.YOLACT.INPUT_SIZE, cfg.INPUT.FORMAT)
-
-
 def write_int8(cfg, args, model_path: str, float32: ExportedYolact, image: torch.Tensor) -> str:
     """
     Quantize ``model_path`` to ``model_int8.onnx`` beside it, check that it runs on ``image`` and print how many of
@@ -170,7 +159,9 @@ def write_int8(cfg, args, model_path: str, float32: ExportedYolact, image: torch
     """
     path = os.path.join(args.output, ONNX_FILE_NAMES["int8"])
     try:
-        quantize_onnx(model_path, path, calibration_images(cfg, args))
+        images = config_calibration_images(cfg, args.calibration_images,
+                                           args.calibration_count or DEFAULT_CALIBRATION_COUNT)
+        quantize_onnx(model_path, path, images)
     except (ImportError, OSError, ValueError) as e:
         sys.exit(f"int8 quantization failed: {e}")
     try:

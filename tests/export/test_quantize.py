@@ -16,6 +16,7 @@ from yolact_d2.export import (
     ONNX_FILE_NAMES,
     ExportedYolact,
     calibration_files,
+    config_calibration_images,
     export_onnx_models,
     onnx_precision,
     preprocess_image,
@@ -173,3 +174,16 @@ def test_yolact_plus_deformable_convs_stay_float(tmp_path, make_small_cfg):
     assert all(weights.get(n.input[1]) == onnx.TensorProto.FLOAT for n in deform)  # float weights, not dequantized
     outputs = ExportedYolact(paths["int8"], cfg).run(calibration[1])
     assert len(outputs) == 5 and outputs[0].dtype == torch.float32  # boxes, scores, classes, masks, mask_scores
+
+
+def test_a_configs_calibration_images_are_its_training_images_or_the_given_files(dataset, make_small_cfg):
+    name, files = dataset
+    cfg = make_small_cfg(input_size=32)
+    cfg.INPUT.FORMAT, cfg.DATASETS.TRAIN = "RGB", (name,)
+    images = config_calibration_images(cfg, count=2)  # files 0 and 2: blue 0 and 20
+    assert [image[0, :, 5, 5].tolist() for image in images] == [[255.0, 0.0, 0.0], [255.0, 0.0, 20.0]]
+    (image,) = config_calibration_images(cfg, files=[files[4]])
+    assert image[0, :, 5, 5].tolist() == [255.0, 0.0, 40.0]
+    cfg.DATASETS.TRAIN = ()
+    with pytest.raises(ValueError, match="needs calibration images or a dataset in DATASETS.TRAIN"):
+        config_calibration_images(cfg)

@@ -12,10 +12,10 @@ from ..export import (
     DEFAULT_CALIBRATION_COUNT,
     PRECISIONS,
     ExportedYolact,
-    calibration_files,
+    config_calibration_images,
     export_onnx_models,
+    onnx_precision,
     preprocess_image,
-    read_calibration_images,
 )
 from .accuracy import accuracy_rows
 from .latency import measure_latency
@@ -46,8 +46,6 @@ def exported_runtime(path: str) -> Dict[str, str]:
     """``precision`` and ``runtime`` of an exported file: TorchScript (float32), or an ONNX file's precision."""
     if not path.endswith(".onnx"):
         return {"precision": "float32", "runtime": "torchscript"}
-    from ..export import onnx_precision
-
     return {"precision": onnx_precision(path), "runtime": RUNTIME}
 
 
@@ -104,12 +102,7 @@ def evaluate_onnx_accuracy(
     cfg = load_config(config, device=device, opts=opts)
     cfg.MODEL.WEIGHTS = weights
     label = config_label(config)
-    calibration = []
-    if "int8" in precisions:
-        if not cfg.DATASETS.TRAIN:
-            raise ValueError(f"int8 calibration of {label} needs a dataset in DATASETS.TRAIN; it is empty")
-        files = calibration_files(cfg.DATASETS.TRAIN[0], calibration_count)
-        calibration = read_calibration_images(files, cfg.MODEL.YOLACT.INPUT_SIZE, cfg.INPUT.FORMAT)
+    calibration = config_calibration_images(cfg, count=calibration_count) if "int8" in precisions else []
     folder = os.path.join(output_dir, "onnx", label)
     models = _onnx_models(build_trained_model(cfg), cfg, calibration, precisions, folder)
     rows = []

@@ -22,6 +22,7 @@ from .quantize import (
     ONNX_FILE_NAMES,
     PRECISIONS,
     calibration_files,
+    config_calibration_images,
     export_onnx_models,
     onnx_precision,
     quantize_onnx,

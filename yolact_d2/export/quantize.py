@@ -34,6 +34,7 @@ __all__ = [
     "export_onnx_models",
     "calibration_files",
     "read_calibration_images",
+    "config_calibration_images",
     "onnx_precision",
 ]
 
@@ -164,6 +165,24 @@ def read_calibration_images(files: Sequence[str], input_size: int, image_format:
         image = torch.from_numpy(read_image(path, format=image_format).transpose(2, 0, 1).copy())
         images.append(preprocess_image(image, input_size))
     return images
+
+
+def config_calibration_images(
+    cfg, files: Optional[Sequence[str]] = None, count: int = DEFAULT_CALIBRATION_COUNT
+) -> List[torch.Tensor]:
+    """
+    The int8 calibration images of a config's model, (1, 3, S, S) float32 each (:func:`read_calibration_images`
+    at ``MODEL.YOLACT.INPUT_SIZE`` in ``INPUT.FORMAT``): ``files`` when given, else ``count`` images of its
+    ``DATASETS.TRAIN[0]`` (:func:`calibration_files`; training images, so that an evaluation stays fair).
+
+    Raises:
+        ValueError: without ``files`` and with an empty ``DATASETS.TRAIN``.
+    """
+    if files is None:
+        if not cfg.DATASETS.TRAIN:
+            raise ValueError("int8 calibration needs calibration images or a dataset in DATASETS.TRAIN; it is empty")
+        files = calibration_files(cfg.DATASETS.TRAIN[0], count)
+    return read_calibration_images(files, cfg.MODEL.YOLACT.INPUT_SIZE, cfg.INPUT.FORMAT)
 
 
 def onnx_precision(path: str) -> str:
