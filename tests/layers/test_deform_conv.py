@@ -134,7 +134,8 @@ def test_sampled_op_under_bfloat16_autocast_samples_at_float32_coordinates():
 def test_traced_module_runs_bfloat16_inputs_through_torchvision_in_float32():
     # torchvision's CPU kernel has no bfloat16: the module computes in float32 and returns bfloat16
     conv = _conv(ModulatedDeformConv)
-    x, offset, mask = (t.bfloat16() for t in (torch.randn(1, 4, 6, 6), torch.randn(1, 18, 6, 6), torch.rand(1, 9, 6, 6)))
+    x, offset = torch.randn(1, 4, 6, 6).bfloat16(), torch.randn(1, 18, 6, 6).bfloat16()
+    mask = torch.rand(1, 9, 6, 6).bfloat16()
     traced = torch.jit.trace(conv, (x, offset, mask), check_trace=False)
     out = traced(x, offset, mask)
     assert out.dtype == torch.bfloat16

@@ -14,6 +14,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tabulate import tabulate
 
+from .latency import REFERENCE_PRECISION, REFERENCE_RUNTIME
+
 __all__ = ["JSON_FILE", "MARKDOWN_FILE", "PLOT_FILE", "build_sections", "format_text", "format_markdown",
            "plot_ap_vs_latency", "write_reports"]
 
@@ -212,7 +214,8 @@ def format_markdown(results: Dict, plot_file: Optional[str] = None) -> str:
 
 def _point_label(row: Dict) -> str:
     """A plotted accuracy row: its config, with its precision and runtime unless float32 and eager."""
-    variant = [v for v, plain in ((row["precision"], "float32"), (row["runtime"], "eager")) if v != plain]
+    variant = [v for v, plain in ((row["precision"], REFERENCE_PRECISION), (row["runtime"], REFERENCE_RUNTIME))
+               if v != plain]
     return row["config"] + (f" ({', '.join(variant)})" if variant else "")
 
 

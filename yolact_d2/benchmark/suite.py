@@ -11,7 +11,7 @@ from ..layers import PRECISIONS, resolve_precision
 from .accuracy import DEFAULT_EVAL_WEIGHTS, add_ap_changes, evaluate_accuracy
 from .complexity import analyze_complexity
 from .inputs import inference_inputs, read_images, synthetic_images, training_inputs
-from .latency import add_precision_ratios, add_speedups, measure_latency
+from .latency import REFERENCE_RUNTIME, add_precision_ratios, add_speedups, measure_latency
 from .machine import machine_info
 from .models import (
     DEFAULT_CONFIGS,
@@ -152,7 +152,8 @@ def _latency_rows(label, mode, precision, num_detections, model, cfg, images, s,
         logger.info("latency: %s, %s mode, %s, batch %d", label, mode, precision, batch_size)
         row = measure_latency(model, inference_inputs(images[:batch_size], cfg),
                               warmup=s.warmup, iters=s.iters, device=s.device)
-        results["latency"].append({"config": label, "mode": mode, "precision": precision, "runtime": "eager", **row})
+        results["latency"].append(
+            {"config": label, "mode": mode, "precision": precision, "runtime": REFERENCE_RUNTIME, **row})
         if num_detections is not None and set(row["detections"]) != {num_detections}:
             results["notes"].append(f"{label} ({precision}) emitted {row['detections']} detections in fixed mode, "
                                     f"not {num_detections}")
@@ -193,7 +194,7 @@ def _work_mode_tasks(label, mode, precision, cfg, model, inputs, s, results, com
                                 gmacs_by_module=complexity["gmacs_by_module"])
         plain = [r["median_ms"] for r in results["latency"]
                  if (r["config"], r["mode"], r["batch_size"], r["precision"], r["runtime"])
-                 == (label, mode, len(inputs), precision, "eager")]
+                 == (label, mode, len(inputs), precision, REFERENCE_RUNTIME)]
         results["stages"].append({"config": label, "mode": mode, "precision": precision, **stages,
                                   "plain_ms": plain[0] if plain else None})
     return complexity

@@ -38,8 +38,9 @@ def export_onnx(model, images: torch.Tensor, path: str) -> None:
     """
     Export ``YolactExportable(model)`` to the ONNX file ``path`` (opset :data:`ONNX_OPSET`, weights inside),
     with input ``images`` (1, 3, S, S) and outputs ``boxes``, ``scores``, ``classes``, ``masks`` (and
-    ``mask_scores`` for YOLACT++; their first dimension is dynamic). Fast NMS exports to plain tensor ops, StandardNMS's torchvision ``batched_nms`` to
-    ``NonMaxSuppression``, YOLACT++'s deformable convs to ``DeformConv``; onnxruntime runs all of them.
+    ``mask_scores`` for YOLACT++; their first dimension is dynamic). Fast NMS exports to plain tensor ops,
+    StandardNMS's torchvision ``batched_nms`` to ``NonMaxSuppression``, YOLACT++'s deformable convs to
+    ``DeformConv``; onnxruntime runs all of them.
 
     Args:
         model: a :class:`YOLACT` in eval mode.
