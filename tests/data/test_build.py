@@ -8,6 +8,7 @@ import pytest
 
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.detection_utils import SizeMismatchError
 
 from yolact_d2.config import add_yolact_config
 from yolact_d2.data import register_coco_dataset
@@ -62,3 +63,12 @@ def test_without_skip_the_corrupt_image_stops_training_and_evaluation_naming_it(
             pass
     with pytest.raises(OSError, match="Cannot read image .*im1.png"):
         list(build_yolact_test_loader(_cfg(skip=True), NAME))
+
+
+def test_skip_corrupt_images_does_not_skip_an_image_whose_size_differs_from_its_annotation(corrupt_dataset, tmp_path):
+    # im1.png is readable, but 50 x 60 where the json says 40 x 60: the dataset is wrong, not the file.
+    cv2.imwrite(str(tmp_path / "im1.png"), np.full((50, 60, 3), 90, np.uint8))
+    # detectron2's SizeMismatchError, which gives (width, height).
+    with pytest.raises(SizeMismatchError, match=r"shape for image .*im1.png, got \(60, 50\), expect \(60, 40\)"):
+        for _ in zip(range(3), build_yolact_train_loader(_cfg(skip=True))):
+            pass

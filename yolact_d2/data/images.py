@@ -4,7 +4,7 @@ from PIL import Image, ImageOps
 
 from detectron2.utils.file_io import PathManager
 
-__all__ = ["read_image", "to_three_channels"]
+__all__ = ["read_image", "to_three_channels", "UnusableImageError"]
 
 # PIL modes of 16- and 32-bit integer gray images (16-bit PNG, TIFF).
 _WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -12,6 +12,10 @@ _WIDE_GRAY_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 # CMYK, 1-bit...) are converted to RGB(A) by PIL.
 _ARRAY_MODES = ("L", "LA", "RGB", "RGBA", "F") + _WIDE_GRAY_MODES
 FORMATS = ("BGR", "RGB")
+
+
+class UnusableImageError(ValueError):
+    """An image file that can be read but holds pixels the model cannot take (e.g. a float TIFF)."""
 
 
 def to_three_channels(image: np.ndarray) -> np.ndarray:
@@ -51,7 +55,8 @@ def read_image(file_name: str, format: str = "BGR") -> np.ndarray:  # pylint: di
 
     Raises:
         OSError: naming the file, when it is missing or not an image PIL can read.
-        ValueError: for an image :func:`to_three_channels` refuses (e.g. float TIFF), naming the file.
+        UnusableImageError: (a ValueError) for an image :func:`to_three_channels` refuses (e.g. float TIFF),
+            naming the file.
     """
     if format not in FORMATS:
         raise ValueError(f"Images are read in one of {FORMATS} (INPUT.FORMAT); got {format!r}")
@@ -66,5 +71,5 @@ def read_image(file_name: str, format: str = "BGR") -> np.ndarray:  # pylint: di
     try:
         rgb = to_three_channels(np.asarray(image))
     except ValueError as e:
-        raise ValueError(f"Cannot use image {file_name} (PIL mode {image.mode}): {e}") from e
+        raise UnusableImageError(f"Cannot use image {file_name} (PIL mode {image.mode}): {e}") from e
     return rgb[:, :, ::-1].copy() if format == "BGR" else rgb
