@@ -26,7 +26,9 @@ configs/original/ models, as the original) and dropped where they are frozen (Fr
 """
 import argparse
 import os
+import pickle
 import re
+import sys
 from typing import Callable, Dict, Optional
 
 import torch
@@ -309,8 +311,69 @@ def check_matches_model(state_dict: Dict[str, torch.Tensor], model: torch.nn.Mod
 
 
 def load_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """A plain state dict saved with ``torch.save`` (as the original saves its weights)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """
+    A plain state dict saved with ``torch.save`` (as the original saves its weights), loaded as tensors only.
+
+    Raises:
+        ValueError: saying what the file is instead (not a torch.save file, text, other objects than tensors,
+            not a state dict, a detectron2 or an already converted yolact_d2 checkpoint) and what to give.
+    """
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head.startswith(_TORCH_SAVE_MAGICS):
+        raise ValueError(f"{path} is {_describe_non_torch_file(head)}. {_WHAT_TO_GIVE}")
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's message would suggest weights_only=False: unsafe, not needed
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = f" (e.g. {found.group(1)})" if found else ""
+        raise ValueError(
+            f"{path} holds objects other than tensors{what}, which this tool does not load: the weights of the "
+            f"original are tensors only. {_WHAT_TO_GIVE}"
+        ) from None
+    except (RuntimeError, EOFError) as e:  # truncated or corrupt zip / pickle
+        raise ValueError(f"{path} is a damaged torch.save file ({e}). {_WHAT_TO_GIVE}") from None
+    _check_state_dict(path, state_dict)
+    return state_dict
+
+
+# torch.save files: a zip archive (torch >= 1.6), or a pickle (older torch, ``_use_new_zipfile_serialization=False``).
+_TORCH_SAVE_MAGICS = (b"PK\x03\x04", b"\x80")
+_WHAT_TO_GIVE = (
+    "Give the .pth weights of the original YOLACT (e.g. yolact_base_54_800000.pth, github.com/dbolya/yolact), or "
+    "with --backbone a torchvision ResNet (resnet101_reducedfc.pth, resnet50-19c8e357.pth)."
+)
+
+
+def _describe_non_torch_file(head: bytes) -> str:
+    """What a file that ``torch.save`` did not write is, from its first bytes."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:  # a character cut at the end of ``head`` still leaves text
+        text = head[: e.start].decode("utf-8") if e.start >= len(head) - 3 else ""
+    if text and all(c.isprintable() or c.isspace() for c in text):
+        return f"a text file (it starts with {text.strip().splitlines()[0][:40]!r}), not a file written by torch.save"
+    return "not a file written by torch.save (neither a zip archive nor a pickle)"
+
+
+def _check_state_dict(path: str, content) -> None:
+    """Raise a ValueError unless ``content`` (a loaded file) is a state dict of tensors yet to be converted."""
+    if isinstance(content, dict) and isinstance(content.get("model"), dict):
+        if any(key.startswith("backbone.bottom_up.") for key in content["model"]):
+            raise ValueError(_ALREADY_CONVERTED.format(path=path))
+        raise ValueError(
+            f"{path} is a detectron2 checkpoint (a 'model' entry), not weights of the original YOLACT. {_WHAT_TO_GIVE}"
+        )
+    if not isinstance(content, dict) or not all(isinstance(v, torch.Tensor) for v in content.values()):
+        raise ValueError(f"{path} holds a {type(content).__name__}, not a state dict of tensors. {_WHAT_TO_GIVE}")
+    if any(key.startswith("backbone.bottom_up.") for key in content):
+        raise ValueError(_ALREADY_CONVERTED.format(path=path))
+
+
+_ALREADY_CONVERTED = (
+    "{path} is already a yolact_d2 checkpoint (its keys are yolact_d2's, backbone.bottom_up.*): it needs no "
+    "conversion; use it as it is, with MODEL.WEIGHTS {path}"
+)
 
 
 def save_checkpoint(state_dict: Dict[str, torch.Tensor], path: str, source: str) -> None:
@@ -331,7 +394,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    state_dict = load_state_dict(args.input)
+    try:
+        state_dict = load_state_dict(args.input)
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {e}")
     if args.backbone:
         depth = resnet_depth(state_dict, "layer3.")
         save_checkpoint(convert_backbone(state_dict), args.output, "torchvision ResNet (ImageNet)")
