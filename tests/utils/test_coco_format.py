@@ -1,8 +1,14 @@
 """yolact_d2.utils.instances_to_coco_dicts / mask_to_polygons, checked by rasterising with pycocotools."""
+import contextlib
+import io
+import json
+
 import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from detectron2.structures import Boxes, Instances
 
@@ -94,3 +100,47 @@ def test_empty_detections_and_bad_format():
     assert instances_to_coco_dicts(_instances([]), 1, mask_format="polygon") == []
     with pytest.raises(ValueError, match="mask_format"):
         instances_to_coco_dicts(_instances([_ring()]), 1, mask_format="bitmap")
+
+
+def _evaluate_segm(gt_dict, results, tmp_path):
+    """pycocotools' segm evaluation of ``results`` written to a file, as a user runs it: (AP, AP50)."""
+    gt_file, res_file = tmp_path / "gt.json", tmp_path / "results.json"
+    gt_file.write_text(json.dumps(gt_dict))
+    res_file.write_text(json.dumps(results))
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_file))
+        evaluation = COCOeval(gt, gt.loadRes(str(res_file)), "segm")
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return evaluation.stats[:2]
+
+
+@pytest.mark.parametrize("mask_format", ["rle", "polygon"])
+def test_empty_and_single_pixel_masks_give_result_files_that_pycocotools_evaluates(mask_format, tmp_path):
+    ring, empty, pixel = _ring(), np.zeros((H, W), bool), np.zeros((H, W), bool)
+    pixel[3, 4] = True  # one pixel: no outline of three points
+    instances = Instances(
+        (H, W),
+        pred_boxes=Boxes(torch.tensor([[20.0, 15.0, 110.0, 105.0], [0.0, 0.0, 9.0, 9.0], [4.0, 3.0, 5.0, 4.0]])),
+        scores=torch.tensor([0.9, 0.95, 0.5]),
+        pred_classes=torch.tensor([0, 0, 0]),
+        pred_masks=torch.from_numpy(np.stack([ring, empty, pixel])),
+    )
+    results = instances_to_coco_dicts(instances, 1, mask_format, class_ids=[1])
+    if mask_format == "polygon":
+        assert all(r["segmentation"] and all(len(p) >= 6 for p in r["segmentation"]) for r in results)
+        assert not _rasterise(results[1]["segmentation"]).any()  # the empty mask stays empty
+    rle = mask_util.encode(np.asfortranarray(ring.astype(np.uint8)))
+    gt = {
+        "images": [{"id": 1, "file_name": "a.png", "height": H, "width": W}],
+        "categories": [{"id": 1, "name": "ring"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [20, 15, 91, 91],
+                         "area": float(ring.sum()), "segmentation": {**rle, "counts": rle["counts"].decode()}}],
+    }
+    # The empty mask (score 0.95) is a false positive ranked above the ring (0.9), which matches: precision
+    # 1/2 at recall 1 and AP50 0.5; the one-pixel mask (0.5) ranks below and changes nothing.
+    ap, ap50 = _evaluate_segm(gt, results, tmp_path)
+    assert ap50 == pytest.approx(0.5, abs=1e-6)
+    if mask_format == "rle":  # exact masks: the ring matches at every IoU threshold
+        assert ap == pytest.approx(0.5, abs=1e-6)

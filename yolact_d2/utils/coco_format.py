@@ -31,7 +31,9 @@ def instances_to_coco_dicts(
         image_id: the ``image_id`` of every dict.
         mask_format: "rle" (a compressed RLE, ``counts`` as str, as detectron2's COCOEvaluator writes) or
             "polygon" (a list of ``[x1, y1, x2, y2, ...]`` outlines in pixel coordinates, see
-            :func:`mask_to_polygons`).
+            :func:`mask_to_polygons`; a mask without any outline of three points, e.g. an empty one, is one
+            polygon of zero area at its box's corner, which pycocotools rasterises to an empty mask: an empty
+            list would crash ``COCOeval.evaluate``).
         class_ids: ``class_ids[k]`` is the ``category_id`` written for class ``k`` (e.g. the dataset's ids, the
             inverse of ``thing_dataset_id_to_contiguous_id``); None writes ``k``.
 
@@ -46,7 +48,7 @@ def instances_to_coco_dicts(
         fields = {k: v for k, v in instances.get_fields().items() if k != "pred_masks"}
         results = instances_to_yolact_coco_json(Instances(instances.image_size, **fields), image_id)
         for result, mask in zip(results, instances.pred_masks):
-            result["segmentation"] = mask_to_polygons(np.asarray(mask))
+            result["segmentation"] = mask_to_polygons(np.asarray(mask)) or _empty_polygon(result["bbox"])
     else:
         results = instances_to_yolact_coco_json(instances, image_id)
     if class_ids is not None:
@@ -79,6 +81,11 @@ def mask_to_polygons(mask: np.ndarray) -> List[List[float]]:
         if len(outline) >= 3:
             polygons.append((outline + 0.5).ravel().tolist())
     return polygons
+
+
+def _empty_polygon(bbox: Sequence[float]) -> List[List[float]]:
+    """One polygon of zero area, three times the corner (x, y) of an XYWH box: an empty mask, as COCO polygons."""
+    return [[float(bbox[0]), float(bbox[1])] * 3]
 
 
 def _splice_hole(outline: np.ndarray, hole: np.ndarray) -> np.ndarray:
