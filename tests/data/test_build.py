@@ -22,7 +22,7 @@ def corrupt_dataset(tmp_path):
     """Three 40 x 60 images with one annotation each; im1.png is not an image."""
     images = [{"id": i + 1, "file_name": f"im{i}.png", "height": 40, "width": 60} for i in range(3)]
     annotations = [
-        {"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [5, 5, 30, 20], "iscrowd": 0,
+        {"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [5, 5, 30, 20], "area": 600, "iscrowd": 0,
          "segmentation": [[5, 5, 35, 5, 35, 25, 5, 25]]}
         for i in range(3)
     ]

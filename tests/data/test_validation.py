@@ -1,6 +1,7 @@
 """Bad datasets stop when the loader is built, with errors naming the files, keys, images and counts."""
 import json
 import logging
+import traceback
 
 import cv2
 import numpy as np
@@ -8,6 +9,8 @@ import pytest
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
+from detectron2.data.datasets.coco import convert_to_coco_dict
+from detectron2.structures import BoxMode
 
 from yolact_d2.data import register_coco_dataset
 from yolact_d2.data.build import load_yolact_dataset_dicts
@@ -96,9 +99,20 @@ def test_invalid_annotations_are_an_error_naming_image_and_annotation(tmp_path, 
     assert "image 3 (im2.png) annotation id 13" in str(e.value) and "id 11" not in str(e.value)
 
 
-def test_registered_with_detectron2_an_invalid_annotation_is_named_by_its_index(tmp_path):
+def test_registered_with_detectron2_an_invalid_annotation_is_named_by_its_id(tmp_path):
     annotations = [_annotation(11, 1), _annotation(12, 1, bbox=(5, 5, float("inf"), 20))]
     _register_d2(tmp_path, _coco(1, annotations))
+    with pytest.raises(ValueError, match=r"image 1 \(im0.png\) annotation id 12: bbox"):
+        load_yolact_dataset_dicts([NAME], filter_empty=True)
+
+
+def test_records_without_a_json_file_are_checked_and_named_by_index(tmp_path):
+    _write(tmp_path, _coco(1))
+    record = {"file_name": str(tmp_path / "im0.png"), "image_id": 1, "height": 40, "width": 60,
+              "annotations": [dict(_annotation(11, 1), bbox_mode=0), _annotation(12, 1, bbox=(5, 5, float("inf"), 20))]}
+    for anno in record["annotations"]:
+        anno.pop("id")
+    DatasetCatalog.register(NAME, lambda: [record])
     with pytest.raises(ValueError, match=r"image 1 \(im0.png\) annotation #1: bbox"):
         load_yolact_dataset_dicts([NAME], filter_empty=True)
 
@@ -114,17 +128,43 @@ def test_zero_area_and_negative_boxes_are_dropped_with_a_warning(tmp_path, caplo
     with caplog.at_level(logging.WARNING, logger="yolact_d2"):
         kept = load_yolact_dataset_dicts([NAME], filter_empty=False)
     assert [[a["id"] for a in d["annotations"]] for d in kept] == [[11], [], [14]]
-    assert "dropped 2 annotations whose bbox has no area" in caplog.text
+    assert "dropped 2 annotations without area" in caplog.text
     assert "image 1 (im0.png) annotation id 12; image 2 (im1.png) annotation id 13" in caplog.text
     # DATALOADER.FILTER_EMPTY_ANNOTATIONS then drops the image left without annotations.
     assert [d["image_id"] for d in load_yolact_dataset_dicts([NAME], filter_empty=True)] == [1, 3]
 
 
-def test_polygons_with_fewer_than_3_points_are_dropped_by_detectron2(tmp_path):
-    annotations = [_annotation(11, 1), _annotation(12, 1, segmentation=[[5, 5, 35, 5]])]
-    register_coco_dataset(NAME, _write(tmp_path, _coco(1, annotations)), str(tmp_path))
-    (record,) = load_yolact_dataset_dicts([NAME], filter_empty=True)
-    assert [a["id"] for a in record["annotations"]] == [11]
+SHORT_POLYGON = "annotation id 12: a polygon has 4 coordinates: a polygon is at least 3 points"
+
+
+@pytest.mark.parametrize("register", [register_coco_dataset, register_coco_instances])
+def test_polygons_with_fewer_than_3_points_stop_training_and_evaluation_alike(tmp_path, register):
+    # detectron2's load_coco_json drops them (training went on), but the evaluator reads the file itself and
+    # pycocotools crashes on them: both loaders now refuse the file, naming the annotation.
+    annotations = [_annotation(11, 1), _annotation(12, 1, segmentation=[SQUARE[0], [5, 5, 35, 5]])]
+    json_file = _write(tmp_path, _coco(1, annotations))
+    if register is register_coco_dataset:
+        register(NAME, json_file, str(tmp_path))
+    else:
+        register(NAME, {}, json_file, str(tmp_path))
+    for filter_empty in (True, False):  # the training loader's, the test loader's
+        with pytest.raises(ValueError, match=f"'{NAME}': 1 annotations are invalid; the first 1: image 1 \\(im0.png\\) {SHORT_POLYGON}"):
+            load_yolact_dataset_dicts([NAME], filter_empty=filter_empty)
+
+
+def test_the_evaluators_conversion_of_records_meets_short_polygons_only_after_the_loader_refused_them(tmp_path):
+    # A dataset of records (no json file): COCOEvaluator converts the records with convert_to_coco_json, where
+    # pycocotools fails on a 2-point polygon; the test loader, built first, names it instead.
+    _write(tmp_path, _coco(1))
+    anno = dict(_annotation(12, 1, segmentation=[[5, 5, 35, 5]]), bbox_mode=0)
+    DatasetCatalog.register(NAME, lambda: [{"file_name": str(tmp_path / "im0.png"), "image_id": 1, "height": 40,
+                                            "width": 60, "annotations": [anno]}])
+    MetadataCatalog.get(NAME).set(thing_classes=["a"])
+    with pytest.raises(ValueError, match=SHORT_POLYGON):
+        load_yolact_dataset_dicts([NAME], filter_empty=False)
+    with pytest.raises(Exception) as deep:
+        convert_to_coco_dict(NAME)
+    assert "yolact_d2" not in "".join(traceback.format_tb(deep.tb))
 
 
 def test_empty_and_crowd_only_images_follow_filter_empty_annotations(tmp_path):
@@ -138,3 +178,25 @@ def test_a_dataset_without_usable_images_names_the_filter(tmp_path):
     register_coco_dataset(NAME, _write(tmp_path, _coco(2, [_annotation(11, 1, iscrowd=1)])), str(tmp_path))
     with pytest.raises(ValueError, match=f"No image of datasets \\['{NAME}'\\] has a non-crowd annotation"):
         load_yolact_dataset_dicts([NAME], filter_empty=True)
+
+
+def test_a_bbox_outside_the_image_is_named_and_replaced_by_its_polygons_box(tmp_path, caplog):
+    annotations = [
+        _annotation(11, 1),  # bbox (5, 5, 30, 20): its polygon's box
+        _annotation(12, 1, bbox=(50, 30, 40, 40)),  # reaches x 90, y 70 in the 60 x 40 image; polygon (5, 5, 30, 20)
+        _annotation(13, 2, bbox=(5.4, 4.6, 30, 20.5)),  # within a pixel of its polygon's box: kept
+        _annotation(14, 2, segmentation=[[50, 30, 70, 30, 70, 50, 50, 50]], bbox=(50, 30, 20, 20)),  # polygon out too
+    ]
+    register_coco_dataset(NAME, _write(tmp_path, _coco(2, annotations)), str(tmp_path))
+    with caplog.at_level(logging.WARNING, logger="yolact_d2"):
+        records = load_yolact_dataset_dicts([NAME], filter_empty=True)
+    boxes = {a["id"]: BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYWH_ABS) for r in records for a in r["annotations"]}
+    # 14's polygon, clipped to the image, is (50, 30) - (60, 40).
+    assert boxes == {11: [5, 5, 30, 20], 12: [5, 5, 30, 20], 13: [5.4, 4.6, 30, 20.5], 14: [50, 30, 10, 10]}
+    assert (
+        f"Dataset '{NAME}': 2 annotations have a bbox that is not the box of their segmentation inside the image"
+        in caplog.text
+    )
+    assert "image 1 (im0.png) annotation id 12: bbox [50.0, 30.0, 40.0, 40.0], segmentation's [5.0, 5.0, 30.0, 20.0]" in caplog.text
+    assert "annotation id 14: bbox [50.0, 30.0, 20.0, 20.0], segmentation's [50.0, 30.0, 10.0, 10.0]" in caplog.text
+    assert "id 11" not in caplog.text and "id 13" not in caplog.text

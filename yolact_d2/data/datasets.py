@@ -15,7 +15,7 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json
 
-__all__ = ["register_coco_dataset", "add_dataset_argument", "read_coco_categories"]
+__all__ = ["register_coco_dataset", "add_dataset_argument", "read_coco_categories", "read_coco_json"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,18 +61,21 @@ def register_coco_dataset(name: str, json_file: str, image_root: str) -> None:
     MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root, evaluator_type="coco", **categories)
 
 
-def read_coco_categories(name: str, json_file: str) -> list:
+def read_coco_json(name: str, json_file: str) -> dict:
     """
-    The "categories" of a COCO instances json, after checking that the file is one: errors name the dataset
-    ``name``, the file, and the JSON error's position or the missing key.
+    The content of a COCO instances json, after checking that the file is one: an object with the lists
+    "images", "annotations" and "categories", and no key twice in any object (JSON keeps the last silently).
+    Errors name the dataset ``name``, the file, and the JSON error's position, the missing or repeated key.
     """
     if not os.path.isfile(json_file):
         raise FileNotFoundError(f"Dataset '{name}': COCO json file not found: {json_file}")
     try:
         with open(json_file, encoding="utf-8") as f:
-            content = json.load(f)
+            content = json.load(f, object_pairs_hook=_object_without_repeated_keys)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"Dataset '{name}': {json_file} is not a JSON file ({e})") from e
+    except _RepeatedKeyError as e:
+        raise ValueError(f"Dataset '{name}': {json_file} has an object with the key {e} twice: keep one") from None
     if not isinstance(content, dict):
         raise ValueError(
             f"Dataset '{name}': {json_file} is not a COCO instances json: it holds a {type(content).__name__}, "
@@ -81,15 +84,49 @@ def read_coco_categories(name: str, json_file: str) -> list:
     missing = [key for key in _COCO_KEYS if key not in content]
     if missing:
         raise ValueError(f"Dataset '{name}': {json_file} is not a COCO instances json: it has no key {missing}")
-    categories = content["categories"]
-    if not categories or not all(isinstance(c, dict) and "id" in c and "name" in c for c in categories):
+    not_lists = [key for key in _COCO_KEYS if not isinstance(content[key], list)]
+    if not_lists:
+        raise ValueError(f"Dataset '{name}': in {json_file}, {not_lists} must be lists (of objects)")
+    return content
+
+
+class _RepeatedKeyError(ValueError):
+    pass
+
+
+def _object_without_repeated_keys(pairs):
+    content = dict(pairs)
+    if len(content) != len(pairs):
+        keys = [key for key, _ in pairs]
+        raise _RepeatedKeyError(repr(next(key for key in keys if keys.count(key) > 1)))
+    return content
+
+
+def read_coco_categories(name: str, json_file: str) -> list:
+    """
+    The "categories" of a COCO instances json (:func:`read_coco_json`), after checking that each has an integer
+    "id", unique, and a "name" string: errors name the dataset ``name`` and the file.
+    """
+    return check_coco_categories(name, json_file, read_coco_json(name, json_file)["categories"])
+
+
+def check_coco_categories(name: str, json_file: str, categories: list) -> list:
+    """``categories`` (the "categories" of ``json_file``) after the checks of :func:`read_coco_categories`."""
+    if not categories or not all(
+        isinstance(c, dict) and _is_int(c.get("id")) and isinstance(c.get("name"), str) for c in categories
+    ):
         raise ValueError(
             f"Dataset '{name}': the \"categories\" of {json_file} must be a non-empty list of objects with "
-            f"\"id\" and \"name\""
+            f"an integer \"id\" and a string \"name\""
         )
     if len({c["id"] for c in categories}) != len(categories):
         raise ValueError(f"Dataset '{name}': {json_file} has several categories with the same id")
     return categories
+
+
+def _is_int(value) -> bool:
+    """Whether a JSON value is an integer (not a bool, not a float such as 1.0 or NaN)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _coco_category_metadata(categories: list) -> dict:
