@@ -4,6 +4,7 @@ import logging
 import traceback
 
 import cv2
+import pycocotools.mask as mask_util
 import numpy as np
 import pytest
 
@@ -200,3 +201,127 @@ def test_a_bbox_outside_the_image_is_named_and_replaced_by_its_polygons_box(tmp_
     assert "image 1 (im0.png) annotation id 12: bbox [50.0, 30.0, 40.0, 40.0], segmentation's [5.0, 5.0, 30.0, 20.0]" in caplog.text
     assert "annotation id 14: bbox [50.0, 30.0, 20.0, 20.0], segmentation's [50.0, 30.0, 10.0, 10.0]" in caplog.text
     assert "id 11" not in caplog.text and "id 13" not in caplog.text
+
+
+# ---- A generic guard: a valid COCO json corrupted one field at a time --------------------------------------------
+
+def _runs(mask):
+    """Uncompressed COCO RLE counts of a (H, W) 0/1 mask: run lengths in column-major order, from a run of 0s."""
+    flat = mask.flatten(order="F")
+    edges = np.flatnonzero(np.diff(flat)) + 1
+    runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
+    return runs if flat[0] == 0 else [0] + runs
+
+
+def _valid_coco():
+    """2 images (40 x 60), 2 categories, annotations with a polygon, a compressed RLE and an uncompressed crowd RLE."""
+    mask = np.zeros((40, 60), np.uint8, order="F")
+    mask[10:20, 30:50] = 1
+    rle = mask_util.encode(mask)
+    coco = _coco(2, [_annotation(11, 1)])
+    coco["categories"].append({"id": 7, "name": "b", "supercategory": "thing"})
+    coco["annotations"] += [
+        _annotation(12, 2, bbox=(30, 10, 20, 10), segmentation={"size": [40, 60], "counts": rle["counts"].decode()}),
+        dict(_annotation(13, 2, bbox=(30, 10, 20, 10), iscrowd=1, segmentation={"size": [40, 60], "counts": _runs(mask)}),
+             category_id=7),
+    ]
+    return coco
+
+
+# What each corruption may do without an error naming the key: the handling docs/robustness.md documents.
+DOCUMENTED = {
+    ("images", "id", "negative"): "accepted: any integer id",
+    ("images", "height", "out of range"): "SizeMismatchError naming the file when the image is read",
+    ("images", "width", "out of range"): "SizeMismatchError naming the file when the image is read",
+    ("annotations", "id", "negative"): "accepted: any integer id",
+    ("annotations", "id", "out of range"): "accepted: any integer id",
+    ("images", "id", "out of range"): "accepted: any integer id",
+    ("categories", "id", "out of range"): "accepted: any integer id",
+    ("annotations", "iscrowd", "missing"): "accepted: 0 (not a crowd)",
+    ("annotations", "area", "out of range"): "accepted: area only ranks small / medium / large in evaluation",
+    ("annotations", "bbox", "negative"): "no area: dropped with a warning",
+    ("annotations", "bbox", "out of range"): "not its segmentation's box: replaced by it, with a warning",
+    ("annotations", "polygon", "negative"): "outside the image: the bbox is kept or replaced by the clipped box",
+    ("annotations", "polygon", "out of range"): "outside the image: the bbox is kept or replaced by the clipped box",
+    ("categories", "id", "negative"): "accepted: any integer id (sorted, then 0..C-1)",
+    ("categories", "supercategory", "missing"): "accepted: not used",
+    ("categories", "supercategory", "wrong type"): "accepted: not used",
+    ("categories", "supercategory", "NaN"): "accepted: not used",
+    ("categories", "supercategory", "negative"): "accepted: not used",
+    ("categories", "supercategory", "out of range"): "accepted: not used",
+    ("categories", "name", "negative"): "a string is expected: error",
+}
+SEGMENTATION_FORMS = ("polygon", "rle", "uncompressed rle", "rle size")
+KINDS = ("missing", "wrong type", "NaN", "negative", "out of range", "duplicated")
+# (section, index of the entry, key): the keys of each object of the json; segmentation's forms separately.
+FIELDS = (
+    [("images", 0, key) for key in ("id", "file_name", "height", "width")]
+    + [("annotations", 0, key) for key in ("id", "image_id", "category_id", "bbox", "area", "iscrowd", "polygon")]
+    + [("annotations", 1, "rle"), ("annotations", 1, "rle size"), ("annotations", 2, "uncompressed rle")]
+    + [("categories", 1, key) for key in ("id", "name", "supercategory")]
+)
+_BAD_VALUES = {  # kind -> value, for keys holding one number or string
+    "wrong type": "3", "NaN": float("nan"), "negative": -5, "out of range": 10**9,
+}
+
+
+def _corrupt(coco, section, index, key, kind):
+    """The json text of ``coco`` with ``kind`` done to ``key`` of ``coco[section][index]``, or None if it has no sense."""
+    entry = coco[section][index]
+    if key in SEGMENTATION_FORMS:
+        segm = entry["segmentation"]
+        if key == "polygon":
+            values = {"missing": [], "wrong type": ["5, 5, 35, 5, 35, 25"], "NaN": [[5, 5, float("nan"), 5, 35, 25]],
+                      "negative": [[-50, -5, -20, -5, -20, -25]], "out of range": [[5, 5, 900, 5, 900, 25, 5, 25]],
+                      "duplicated": [[5, 5, 5, 5]]}
+            entry["segmentation"] = values[kind]
+        elif key == "rle size":
+            if kind == "duplicated":
+                return None
+            segm["size"] = {"missing": None, "wrong type": "40x60", "NaN": [float("nan"), 60], "negative": [-40, 60],
+                            "out of range": [400, 60]}[kind]
+            if segm["size"] is None:
+                del segm["size"]
+        else:
+            if kind == "duplicated":
+                return None
+            values = {"missing": None, "wrong type": 42, "NaN": [float("nan")], "negative": [-5, 2405],
+                      "out of range": "zz" if key == "rle" else [10**6, 5]}
+            segm["counts"] = values[kind]
+            if segm["counts"] is None:
+                del segm["counts"]
+    elif kind == "missing":
+        del entry[key]
+    elif kind == "duplicated":
+        if key in ("id", "file_name"):
+            entry[key] = coco[section][index + 1 if index + 1 < len(coco[section]) else 0 if index else 1][key]
+        else:  # the key twice in the object
+            entry["__twice__"] = 0
+            return json.dumps(coco).replace('"__twice__": 0', f'"{key}": {json.dumps(entry[key])}')
+    else:
+        value = 3 if kind == "wrong type" and isinstance(entry[key], str) else _BAD_VALUES[kind]
+        entry[key] = [value] * 4 if key == "bbox" and kind != "wrong type" else value
+        if key == "bbox" and kind == "out of range":
+            entry[key] = [5, 5, 900, 20]
+    return json.dumps(coco)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("section, index, key", FIELDS, ids=[f"{s}[{i}].{k}" for s, i, k in FIELDS])
+def test_a_corrupted_field_is_named_or_handled_as_documented(tmp_path, section, index, key, kind):
+    coco = _valid_coco()
+    text = _corrupt(coco, section, index, key, kind)
+    if text is None:
+        pytest.skip(f"{kind} has no meaning for {key}")
+    _write(tmp_path, _valid_coco())  # the image files
+    (tmp_path / "instances.json").write_text(text)
+    try:
+        register_coco_dataset(NAME, str(tmp_path / "instances.json"), str(tmp_path))
+        load_yolact_dataset_dicts([NAME], filter_empty=False)
+    except (ValueError, KeyError, FileNotFoundError) as e:
+        words = ("RLE", "polygon", "segmentation") if key in SEGMENTATION_FORMS else (f'"{key}"', f"'{key}'", key)
+        assert f"Dataset '{NAME}'" in str(e), f"{type(e).__name__} without the dataset's name: {e}"
+        assert any(word in str(e) for word in words), f"the key is not named: {e}"
+        assert "yolact_d2" in traceback.extract_tb(e.__traceback__)[-1].filename, "raised outside yolact_d2"
+    else:
+        assert (section, key, kind) in DOCUMENTED, f"{section}[{index}].{key} {kind}: accepted without a word"
