@@ -23,11 +23,11 @@ instances (masks, boxes, class names and scores) with detectron2's Visualizer. F
 * ``--confidence-threshold`` sets ``MODEL.YOLACT.POSTPROCESS.SCORE_THRESH`` and drops instances scoring less.
 * ``--dataset NAME JSON_FILE IMAGE_ROOT`` (repeatable) registers a COCO-format dataset; the class names drawn
   are those of ``DATASETS.TEST[0]``, whose class count must match the config's.
-* ``--json-output FILE`` writes the detections of every image (or frame) in COCO's results format, loadable by
-  pycocotools' ``COCO.loadRes`` against a ground truth json that lists the same images in the same order:
-  ``image_id`` is the position of the image among the inputs (in command-line order, folders and glob matches
-  sorted by name), from 1, unreadable images counted (so the embedded ``yolact_shapes`` jsons match their image
-  folders), or of the frame in the video, from 1;
+* ``--json-output FILE`` writes the detections of every image (or frame) in COCO's results format, loadable and
+  evaluated by pycocotools (``COCO.loadRes``, ``COCOeval``) against the ground truth json of ``DATASETS.TEST[0]``:
+  ``image_id`` is the image's id in that json when every input is one of its images, else the position of the
+  image among the inputs (in command-line order, folders and glob matches sorted by name), from 1, unreadable
+  images counted, or of the frame in the video, from 1; ``file_name`` the image (or the video, ``webcam``);
   ``category_id`` is the dataset's id of the class when the metadata of ``DATASETS.TEST[0]`` has
   ``thing_dataset_id_to_contiguous_id`` (COCO, ``--dataset``), else the class index + 1; ``bbox`` is XYWH in
   pixels; ``segmentation`` a compressed RLE with ``counts`` as str, or with ``--mask-format polygon`` a list of
@@ -62,7 +62,7 @@ from yolact_d2.data import add_dataset_argument, read_image, register_coco_datas
 from yolact_d2.data.build import check_num_classes, config_num_classes
 from yolact_d2.engine import YolactPredictor
 from yolact_d2.layers import PRECISIONS
-from yolact_d2.utils import instances_to_coco_dicts
+from yolact_d2.utils import coco_category_ids, coco_image_ids, instances_to_coco_dicts
 
 IMAGE_EXTENSIONS = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 WINDOW_NAME = "YOLACT"
@@ -129,21 +129,16 @@ class InstancePredictor:
         self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if len(cfg.DATASETS.TEST) else "__unused")
         self.confidence_threshold = confidence_threshold
         self.mask_format = mask_format
-        id_map = self.metadata.get("thing_dataset_id_to_contiguous_id")
-        self.class_ids = (
-            {i: dataset_id for dataset_id, i in id_map.items()}
-            if id_map
-            else {k: k + 1 for k in range(config_num_classes(cfg))}
-        )
+        self.class_ids = coco_category_ids(self.metadata, config_num_classes(cfg))
 
     def __call__(self, image):
         """The instances, on the CPU, of a (H, W, 3) uint8 BGR image."""
         instances = self.predictor(image)["instances"].to("cpu")
         return instances[instances.scores >= self.confidence_threshold]
 
-    def coco_results(self, instances, image_id: int):
+    def coco_results(self, instances, image_id: int, file_name: str):
         """The instances as COCO results, with the dataset's category ids (see the module's docstring)."""
-        return instances_to_coco_dicts(instances, image_id, self.mask_format, self.class_ids)
+        return instances_to_coco_dicts(instances, image_id, self.mask_format, self.class_ids, file_name)
 
 
 def has_display() -> bool:
@@ -220,7 +215,8 @@ def run_on_images(predictor, paths, output, results, show):
     """
     outputs = image_output_paths(paths, output) if output else [None] * len(paths)
     processed, failed, start = 0, [], time.perf_counter()
-    for image_id, (path, out) in enumerate(tqdm.tqdm(list(zip(paths, outputs)), disable=len(paths) == 1), 1):
+    image_ids = coco_image_ids(paths, predictor.metadata) if results is not None else [None] * len(paths)
+    for image_id, path, out in tqdm.tqdm(list(zip(image_ids, paths, outputs)), disable=len(paths) == 1):
         try:  # upright by EXIF, 3 channels (gray replicated, alpha dropped), 8 bits
             image = read_image(path, "BGR")
         except (OSError, ValueError) as e:
@@ -232,7 +228,7 @@ def run_on_images(predictor, paths, output, results, show):
         processed += 1
         logger.info(f"{path}: detected {len(instances)} instances in {time.perf_counter() - t0:.2f}s")
         if results is not None:
-            results += predictor.coco_results(instances, image_id)
+            results += predictor.coco_results(instances, image_id, path)
         if out or show:
             picture = _bgr(Visualizer(image[:, :, ::-1], predictor.metadata).draw_instance_predictions(instances))
         if out and not cv2.imwrite(out, picture):
@@ -265,10 +261,11 @@ def open_video_writer(output, source_name, capture):
     return writer
 
 
-def run_on_video(predictor, capture, writer, results, show):
+def run_on_video(predictor, capture, writer, results, show, source: str):
     """
     Predict and draw each frame of a capture (with a VideoVisualizer) and write (or show) it, until the video ends
-    or Esc or Ctrl-C; append its COCO results to ``results`` (unless None). Returns the number of frames processed.
+    or Esc or Ctrl-C; append its COCO results to ``results`` (unless None), ``source`` (the video's path, or
+    "webcam") as their ``file_name``. Returns the number of frames processed.
     """
     visualizer = VideoVisualizer(predictor.metadata)
     num_frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
@@ -278,7 +275,7 @@ def run_on_video(predictor, capture, writer, results, show):
         for frame_id, frame in enumerate(frames, 1):
             instances = predictor(frame)
             if results is not None:
-                results += predictor.coco_results(instances, frame_id)
+                results += predictor.coco_results(instances, frame_id, source)
             if writer or show:
                 picture = _bgr(visualizer.draw_instance_predictions(frame[:, :, ::-1], instances))
             if writer:
@@ -304,7 +301,7 @@ def run_on_capture(predictor, args, results, show):
     source_name = "webcam" if args.webcam else os.path.splitext(os.path.basename(args.video_input))[0]
     writer = open_video_writer(args.output, source_name, capture) if args.output else None
     try:
-        return run_on_video(predictor, capture, writer, results, show)
+        return run_on_video(predictor, capture, writer, results, show, "webcam" if args.webcam else args.video_input)
     finally:
         capture.release()
         if writer:

@@ -1,6 +1,7 @@
 """tools/demo.py on a randomly initialised tiny YOLACT: images (gray, RGBA, corrupt), COCO json output, video."""
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from yolact_d2.data.synthetic import generate_yolact_shapes
 
@@ -153,3 +155,26 @@ def test_webcam_without_a_camera_is_a_clear_error(demo, monkeypatch, tmp_path):
     with pytest.raises(SystemExit) as e:
         _run_demo(demo, ["--webcam", "--output", str(tmp_path / "cam.mp4")])
     assert opened == [0] and "Cannot open the webcam (camera 0)" in str(e.value.code)
+
+
+def test_json_output_has_the_datasets_ids_and_file_names_and_evaluates(demo, images, tmp_path, one_thread):
+    folder, gt_json = images
+    with open(gt_json) as f:
+        gt = json.load(f)
+    ids = {image["file_name"]: image["id"] for image in gt["images"]}
+    inputs = [os.path.join(folder, "000002.png"), os.path.join(folder, "000000.png")]  # not the json's order
+    for mask_format in ("polygon", "rle"):
+        json_output = tmp_path / f"{mask_format}.json"
+        args = ["--config-file", CONFIG, "--dataset", "demo_ids", gt_json, folder, "--input", *inputs,
+                "--json-output", str(json_output), "--mask-format", mask_format] + TINY
+        assert demo.main(demo.get_parser().parse_args(args + ["DATASETS.TEST", '("demo_ids",)'])) == 0
+        with open(json_output) as f:
+            results = json.load(f)
+        assert {(r["file_name"], r["image_id"]) for r in results} == {(p, ids[os.path.basename(p)]) for p in inputs}
+        assert {r["category_id"] for r in results} <= {c["id"] for c in gt["categories"]}
+        with contextlib.redirect_stdout(io.StringIO()):  # random weights: empty masks among them
+            coco = COCO(gt_json)
+            evaluation = COCOeval(coco, coco.loadRes(str(json_output)), "segm")
+            evaluation.evaluate()
+            evaluation.accumulate()
+        assert evaluation.eval["precision"].shape[2] == len(gt["categories"])

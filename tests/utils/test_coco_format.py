@@ -2,6 +2,7 @@
 import contextlib
 import io
 import json
+import logging
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -10,9 +11,10 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from detectron2.data.catalog import Metadata
 from detectron2.structures import Boxes, Instances
 
-from yolact_d2.utils import instances_to_coco_dicts, mask_to_polygons
+from yolact_d2.utils import coco_category_ids, coco_image_ids, instances_to_coco_dicts, mask_to_polygons
 
 H, W = 120, 130
 
@@ -75,7 +77,8 @@ def test_rle_round_trips_exactly_with_boxes_scores_and_classes():
     masks = [_ring(), _l_shape()]
     results = instances_to_coco_dicts(_instances(masks), image_id=7)
     assert [r["image_id"] for r in results] == [7, 7]
-    assert [r["category_id"] for r in results] == [2, 0]
+    assert [r["category_id"] for r in results] == [3, 1]  # classes 2, 0: COCO's ids start at 1
+    assert all("file_name" not in r for r in results)
     assert results[0]["bbox"] == pytest.approx([10.0, 20.0, 40.0, 60.0])  # XYXY (10, 20, 50, 80) as XYWH
     assert results[1]["bbox"] == pytest.approx([0.5, 1.5, 2.5, 2.5])
     assert [r["score"] for r in results] == pytest.approx([0.9, 0.25])
@@ -91,8 +94,9 @@ def test_polygon_format_and_class_ids():
     assert results[0]["bbox"] == pytest.approx([10.0, 20.0, 40.0, 60.0])
     for result, mask in zip(results, masks):
         assert _iou(_rasterise(result["segmentation"]), mask) >= 0.95
-    results = instances_to_coco_dicts(_instances(masks), 3, class_ids=[5, 6, 7])
+    results = instances_to_coco_dicts(_instances(masks), 3, class_ids=[5, 6, 7], file_name="a/b.png")
     assert [r["category_id"] for r in results] == [7, 5]
+    assert [r["file_name"] for r in results] == ["a/b.png"] * 2
 
 
 def test_empty_detections_and_bad_format():
@@ -144,3 +148,22 @@ def test_empty_and_single_pixel_masks_give_result_files_that_pycocotools_evaluat
     assert ap50 == pytest.approx(0.5, abs=1e-6)
     if mask_format == "rle":  # exact masks: the ring matches at every IoU threshold
         assert ap == pytest.approx(0.5, abs=1e-6)
+
+
+def test_category_ids_are_the_datasets_or_else_one_based():
+    metadata = Metadata(name="x", thing_dataset_id_to_contiguous_id={3: 0, 7: 1, 42: 2})
+    assert coco_category_ids(metadata, 3) == {0: 3, 1: 7, 2: 42}
+    assert coco_category_ids(Metadata(name="y"), 3) == {0: 1, 1: 2, 2: 3}
+
+
+def test_image_ids_are_the_datasets_when_every_file_is_its_else_positions(tmp_path, caplog):
+    gt = {"images": [{"id": 30, "file_name": "sub/a.png"}, {"id": 10, "file_name": "b.png"}], "annotations": [],
+          "categories": [{"id": 1, "name": "a"}]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    metadata = Metadata(name="ids", json_file=str(tmp_path / "gt.json"), image_root=str(tmp_path))
+    a, b, c = str(tmp_path / "sub" / "a.png"), str(tmp_path / "b.png"), str(tmp_path / "c.png")
+    assert coco_image_ids([b, a], metadata) == [10, 30]
+    with caplog.at_level(logging.WARNING, logger="yolact_d2"):
+        assert coco_image_ids([b, c, a], metadata) == [1, 2, 3]  # c.png is not in the json: no mixed numbering
+    assert "1 of 3 inputs are not images of dataset 'ids'" in caplog.text
+    assert coco_image_ids([b, a], Metadata(name="no json")) == [1, 2]
