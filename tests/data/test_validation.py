@@ -241,6 +241,7 @@ DOCUMENTED = {
     ("annotations", "area", "out of range"): "accepted: area only ranks small / medium / large in evaluation",
     ("annotations", "bbox", "negative"): "no area: dropped with a warning",
     ("annotations", "bbox", "out of range"): "not its segmentation's box: replaced by it, with a warning",
+    ("annotations", "polygon", "duplicated"): "no area: dropped with a warning",
     ("annotations", "polygon", "negative"): "outside the image: the bbox is kept or replaced by the clipped box",
     ("annotations", "polygon", "out of range"): "outside the image: the bbox is kept or replaced by the clipped box",
     ("categories", "id", "negative"): "accepted: any integer id (sorted, then 0..C-1)",
@@ -273,7 +274,7 @@ def _corrupt(coco, section, index, key, kind):
         if key == "polygon":
             values = {"missing": [], "wrong type": ["5, 5, 35, 5, 35, 25"], "NaN": [[5, 5, float("nan"), 5, 35, 25]],
                       "negative": [[-50, -5, -20, -5, -20, -25]], "out of range": [[5, 5, 900, 5, 900, 25, 5, 25]],
-                      "duplicated": [[5, 5, 5, 5]]}
+                      "duplicated": [[5, 5, 5, 5, 5, 5]]}  # one point three times
             entry["segmentation"] = values[kind]
         elif key == "rle size":
             if kind == "duplicated":

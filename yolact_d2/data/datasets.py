@@ -112,12 +112,15 @@ def read_coco_categories(name: str, json_file: str) -> list:
 
 def check_coco_categories(name: str, json_file: str, categories: list) -> list:
     """``categories`` (the "categories" of ``json_file``) after the checks of :func:`read_coco_categories`."""
-    if not categories or not all(
-        isinstance(c, dict) and _is_int(c.get("id")) and isinstance(c.get("name"), str) for c in categories
-    ):
+    bad = [
+        f"#{i} {c!r}"
+        for i, c in enumerate(categories)
+        if not (isinstance(c, dict) and _is_int(c.get("id")) and isinstance(c.get("name"), str))
+    ]
+    if not categories or bad:
         raise ValueError(
             f"Dataset '{name}': the \"categories\" of {json_file} must be a non-empty list of objects with "
-            f"an integer \"id\" and a string \"name\""
+            f"an integer \"id\" and a string \"name\"{'; not so: ' + ', '.join(bad[:5]) if bad else ''}"
         )
     if len({c["id"] for c in categories}) != len(categories):
         raise ValueError(f"Dataset '{name}': {json_file} has several categories with the same id")
