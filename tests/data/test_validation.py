@@ -149,7 +149,8 @@ def test_polygons_with_fewer_than_3_points_stop_training_and_evaluation_alike(tm
     else:
         register(NAME, {}, json_file, str(tmp_path))
     for filter_empty in (True, False):  # the training loader's, the test loader's
-        with pytest.raises(ValueError, match=f"'{NAME}': 1 annotations are invalid; the first 1: image 1 \\(im0.png\\) {SHORT_POLYGON}"):
+        expected = f"'{NAME}': 1 annotations are invalid; the first 1: image 1 \\(im0.png\\) {SHORT_POLYGON}"
+        with pytest.raises(ValueError, match=expected):
             load_yolact_dataset_dicts([NAME], filter_empty=filter_empty)
 
 
@@ -191,14 +192,21 @@ def test_a_bbox_outside_the_image_is_named_and_replaced_by_its_polygons_box(tmp_
     register_coco_dataset(NAME, _write(tmp_path, _coco(2, annotations)), str(tmp_path))
     with caplog.at_level(logging.WARNING, logger="yolact_d2"):
         records = load_yolact_dataset_dicts([NAME], filter_empty=True)
-    boxes = {a["id"]: BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYWH_ABS) for r in records for a in r["annotations"]}
+    boxes = {
+        a["id"]: BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYWH_ABS)
+        for r in records
+        for a in r["annotations"]
+    }
     # 14's polygon, clipped to the image, is (50, 30) - (60, 40).
     assert boxes == {11: [5, 5, 30, 20], 12: [5, 5, 30, 20], 13: [5.4, 4.6, 30, 20.5], 14: [50, 30, 10, 10]}
     assert (
         f"Dataset '{NAME}': 2 annotations have a bbox that is not the box of their segmentation inside the image"
         in caplog.text
     )
-    assert "image 1 (im0.png) annotation id 12: bbox [50.0, 30.0, 40.0, 40.0], segmentation's [5.0, 5.0, 30.0, 20.0]" in caplog.text
+    assert (
+        "image 1 (im0.png) annotation id 12: bbox [50.0, 30.0, 40.0, 40.0], segmentation's [5.0, 5.0, 30.0, 20.0]"
+        in caplog.text
+    )
     assert "annotation id 14: bbox [50.0, 30.0, 20.0, 20.0], segmentation's [50.0, 30.0, 10.0, 10.0]" in caplog.text
     assert "id 11" not in caplog.text and "id 13" not in caplog.text
 
@@ -222,8 +230,8 @@ def _valid_coco():
     coco["categories"].append({"id": 7, "name": "b", "supercategory": "thing"})
     coco["annotations"] += [
         _annotation(12, 2, bbox=(30, 10, 20, 10), segmentation={"size": [40, 60], "counts": rle["counts"].decode()}),
-        dict(_annotation(13, 2, bbox=(30, 10, 20, 10), iscrowd=1, segmentation={"size": [40, 60], "counts": _runs(mask)}),
-             category_id=7),
+        dict(_annotation(13, 2, bbox=(30, 10, 20, 10), iscrowd=1,
+                         segmentation={"size": [40, 60], "counts": _runs(mask)}), category_id=7),
     ]
     return coco
 
@@ -267,7 +275,7 @@ _BAD_VALUES = {  # kind -> value, for keys holding one number or string
 
 
 def _corrupt(coco, section, index, key, kind):
-    """The json text of ``coco`` with ``kind`` done to ``key`` of ``coco[section][index]``, or None if it has no sense."""
+    """The json text of ``coco`` with ``kind`` done to ``key`` of ``coco[section][index]``; None if meaningless."""
     entry = coco[section][index]
     if key in SEGMENTATION_FORMS:
         segm = entry["segmentation"]

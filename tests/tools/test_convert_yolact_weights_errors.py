@@ -56,7 +56,7 @@ def test_a_file_of_something_else_than_a_state_dict_is_named(tmp_path):
 
 @pytest.mark.parametrize("wrapped", [True, False], ids=["detectron2 checkpoint", "bare state dict"])
 def test_a_yolact_d2_checkpoint_is_said_to_need_no_conversion(tmp_path, wrapped):
-    state_dict = {"backbone.bottom_up.stem.conv1.weight": torch.zeros(2, 3, 1, 1), "head.cls_score.bias": torch.zeros(3)}
+    state_dict = {"backbone.bottom_up.stem.conv1.weight": torch.zeros(2, 3), "head.cls_score.bias": torch.zeros(1)}
     path = tmp_path / "model_final.pth"
     torch.save({"model": state_dict, "iteration": 10} if wrapped else state_dict, path)
     for flags in ((), ("--backbone",)):

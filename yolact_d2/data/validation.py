@@ -244,7 +244,7 @@ def _rle_problem(rle: Dict, height: Optional[int], width: Optional[int]) -> str:
     else:
         return "RLE \"counts\" must be a list of run lengths or a compressed RLE string"
     if runs is None or any(c < 0 for c in runs) or sum(runs) != size[0] * size[1]:
-        return f"RLE \"counts\" do not cover the {size[0]} x {size[1]} mask exactly (run lengths >= 0, summing to h * w)"
+        return f"RLE \"counts\" do not cover the {size[0]} x {size[1]} mask (run lengths >= 0, summing to h * w)"
     return ""
 
 
