@@ -174,6 +174,14 @@ class YolactDatasetMapper:
             "skip_unreadable_images": is_train and cfg.DATALOADER.SKIP_CORRUPT_IMAGES,
         }
 
+    def _read_image(self, dataset_dict: dict) -> np.ndarray:
+        """
+        The (H, W, 3) uint8 image of ``dataset_dict`` (:func:`yolact_d2.data.read_image`: upright, gray, alpha and
+        16-bit images made 8-bit three-channel), checked against its ``height`` and ``width``.
+        """
+        image = read_image(dataset_dict["file_name"], format=self.image_format)
+        utils.check_image_size(dataset_dict, image)
+        return image
 
     def __call__(self, dataset_dict: dict) -> Optional[dict]:
         """
@@ -185,14 +193,13 @@ class YolactDatasetMapper:
             ``skip_unreadable_images``.
         """
         dataset_dict = copy.deepcopy(dataset_dict)
-        try:  # upright, gray, alpha and 16-bit images made 8-bit three-channel
-            image = read_image(dataset_dict["file_name"], format=self.image_format)
-        except (OSError, UnusableImageError) as e:  # unreadable, or of a kind the model cannot take (float TIFF)
+        try:
+            image = self._read_image(dataset_dict)
+        except (OSError, UnusableImageError) as e:  # not a SizeMismatchError: the dataset's error, never skipped
             if not self.skip_unreadable_images:
                 raise
             logger.warning(f"Skipping an image that cannot be read (DATALOADER.SKIP_CORRUPT_IMAGES): {e}")
             return None
-        utils.check_image_size(dataset_dict, image)  # a dataset error (SizeMismatchError), never skipped
         original_size = image.shape[:2]
         annos = dataset_dict.pop("annotations", [])
 

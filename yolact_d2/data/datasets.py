@@ -115,7 +115,7 @@ def check_coco_categories(name: str, json_file: str, categories: list) -> list:
     bad = [
         f"#{i} {c!r}"
         for i, c in enumerate(categories)
-        if not (isinstance(c, dict) and _is_int(c.get("id")) and isinstance(c.get("name"), str))
+        if not (isinstance(c, dict) and is_json_integer(c.get("id")) and isinstance(c.get("name"), str))
     ]
     if not categories or bad:
         raise ValueError(
@@ -127,7 +127,7 @@ def check_coco_categories(name: str, json_file: str, categories: list) -> list:
     return categories
 
 
-def _is_int(value) -> bool:
+def is_json_integer(value) -> bool:
     """Whether a JSON value is an integer (not a bool, not a float such as 1.0 or NaN)."""
     return isinstance(value, int) and not isinstance(value, bool)
 

@@ -27,7 +27,7 @@ import pycocotools.mask as mask_util
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-from .datasets import _is_int, check_coco_categories, read_coco_json
+from .datasets import check_coco_categories, is_json_integer, read_coco_json
 
 __all__ = ["check_registered", "load_dataset", "check_coco_json", "check_dataset_dicts"]
 
@@ -141,7 +141,7 @@ def check_coco_json(name: str, json_file: str) -> None:
         if not isinstance(anno, dict):
             problems.append(f"annotation #{index}: is a {type(anno).__name__}, not an object")
             continue
-        image = images.get(anno.get("image_id")) if _is_int(anno.get("image_id")) else None
+        image = images.get(anno.get("image_id")) if is_json_integer(anno.get("image_id")) else None
         problem = _coco_annotation_problem(anno, image, annotation_ids, category_ids)
         if problem:
             record = {"image_id": anno.get("image_id"), "file_name": (image or {}).get("file_name", "no image")}
@@ -161,7 +161,7 @@ def _image_problem(image, ids: collections.Counter, file_names: collections.Coun
     """What is wrong with an entry of a COCO json's "images": "" (nothing) or the key and its rule."""
     if not isinstance(image, dict):
         return f"is a {type(image).__name__}, not an object"
-    if not _is_int(image.get("id")):
+    if not is_json_integer(image.get("id")):
         return f"\"id\" is {image.get('id')!r}: it must be an integer"
     if ids[image["id"]] > 1:
         return f"\"id\" {image['id']} is the id of {ids[image['id']]} images"
@@ -170,20 +170,20 @@ def _image_problem(image, ids: collections.Counter, file_names: collections.Coun
     if file_names[image["file_name"]] > 1:
         return f"\"file_name\" {image['file_name']} is listed {file_names[image['file_name']]} times"
     for key in ("height", "width"):
-        if not _is_int(image.get(key)) or image[key] <= 0:
+        if not is_json_integer(image.get(key)) or image[key] <= 0:
             return f"\"{key}\" is {image.get(key)!r}: it must be the image's {key} in pixels, a positive integer"
     return ""
 
 
 def _coco_annotation_problem(anno: Dict, image, ids: collections.Counter, category_ids) -> str:
     """What is wrong with an object of a COCO json's "annotations": "" or the key and its rule."""
-    if not _is_int(anno.get("id")):
+    if not is_json_integer(anno.get("id")):
         return f"\"id\" is {anno.get('id')!r}: it must be an integer"
     if ids[anno["id"]] > 1:
         return f"\"id\" {anno['id']} is the id of {ids[anno['id']]} annotations"
     if image is None:
         return f"\"image_id\" {anno.get('image_id')!r} is the id of no image"
-    if not _is_int(anno.get("category_id")) or anno["category_id"] not in category_ids:
+    if not is_json_integer(anno.get("category_id")) or anno["category_id"] not in category_ids:
         return f"\"category_id\" {anno.get('category_id')!r} is the id of no category ({sorted(category_ids)})"
     if not _finite_numbers([anno.get("area")]) or anno["area"] < 0:
         return f"\"area\" is {anno.get('area')!r}: it must be the mask's pixel count (COCO evaluation needs it)"
@@ -233,13 +233,13 @@ def _annotation_problem(anno: Dict, height: Optional[int] = None, width: Optiona
 def _rle_problem(rle: Dict, height: Optional[int], width: Optional[int]) -> str:
     """What is wrong with a COCO RLE (``size`` [h, w], ``counts`` a list of run lengths or a compressed string)."""
     size, counts = rle.get("size"), rle.get("counts")
-    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size)):
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(is_json_integer(v) and v > 0 for v in size)):
         return f"RLE \"size\" is {size!r}: it must be [height, width]"
     if height is not None and list(size) != [height, width]:
         return f"RLE \"size\" {list(size)} is not the image's [height, width] [{height}, {width}]"
     if isinstance(counts, (str, bytes)):
         runs = _compressed_rle_runs(counts if isinstance(counts, str) else counts.decode("ascii", "replace"))
-    elif isinstance(counts, list) and all(_is_int(c) for c in counts):
+    elif isinstance(counts, list) and all(is_json_integer(c) for c in counts):
         runs = counts
     else:
         return "RLE \"counts\" must be a list of run lengths or a compressed RLE string"
