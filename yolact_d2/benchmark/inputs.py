@@ -1,7 +1,7 @@
 """
 The images every model of a benchmark sees: square ``S x S`` BGR tensors (3, S, S), synthetic and
-deterministic (uint8) or read from files (float32, resized by YOLACT's own resize), turned into detectron2's input dicts for each config (at inference, and
-with synthetic ground truth for training).
+deterministic (uint8) or read from files (float32, resized by YOLACT's own resize), turned into detectron2's
+input dicts for each config (at inference, and with synthetic ground truth for training).
 """
 from typing import Dict, List, Sequence
 
