@@ -23,8 +23,8 @@ Export YOLACT / YOLACT++, post-processing included, to TorchScript or ONNX (the 
   images (default 16) of the config's ``DATASETS.TRAIN[0]``. The int8 file must run on the sample image; how
   many of the float32 model's detections it reproduces (same class, box IoU >= 0.5) is reported, not checked.
 * Configs that cannot be exported (a post-processor other than FastNMS, CrossClassFastNMS, StandardNMS;
-  ``PRESERVE_ASPECT_RATIO``; ``MODEL.YOLACT.PRECISION`` other than float32: the graph is recorded in float32)
-  stop the tool with a message. The TorchScript file runs on ``MODEL.DEVICE``.
+  ``PRESERVE_ASPECT_RATIO`` with YOLACT++'s re-scoring; ``MODEL.YOLACT.PRECISION`` other than float32: the graph
+  is recorded in float32) stop the tool with a message. The TorchScript file runs on ``MODEL.DEVICE``.
 
 Exit status: 0 when the files were written and checked, 1 when the model cannot be exported or quantized
 (e.g. an unreadable calibration image) or the check failed, 2 for invalid arguments (``--precision int8``

@@ -1,10 +1,12 @@
 """Tests of YOLACT's augmentations and transforms, called directly."""
+import cv2
 import numpy as np
 import pytest
 
 from detectron2.data import transforms as T
 
 from yolact_d2.data.transforms import (
+    BilinearResizeTransform,
     ColorPadTransform,
     PhotometricDistort,
     PhotometricTransform,
@@ -168,6 +170,53 @@ def test_resize_to_square():
     np.testing.assert_allclose(tfm.apply_coords(np.array([[60.0, 30.0], [10.0, 4.0]])), [[90, 45], [15, 6]])
     segmentation = tfm.apply_segmentation(np.ones((30, 60), dtype=np.uint8))
     assert segmentation.shape == (90, 90) and segmentation.sum() == 90 * 45
+
+
+def hand_bilinear(array, out_h, out_w):
+    """
+    Bilinear resize by hand, float64: output pixel i samples the input at (i + 0.5) * in / out - 0.5, clamped to
+    the edge pixels' centres (half-pixel centres, no antialiasing: every output reads 2 x 2 input pixels).
+    """
+    def taps(n_in, n_out):
+        src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        lo = np.floor(src).astype(int)
+        return lo, np.minimum(lo + 1, n_in - 1), src - lo
+
+    r0, r1, fr = taps(array.shape[0], out_h)
+    c0, c1, fc = taps(array.shape[1], out_w)
+    a = array.astype(np.float64)
+    fr, fc = fr[:, None], fc[None, :]
+    if a.ndim == 3:
+        fr, fc = fr[..., None], fc[..., None]
+    top = a[r0][:, c0] * (1 - fc) + a[r0][:, c1] * fc
+    bottom = a[r1][:, c0] * (1 - fc) + a[r1][:, c1] * fc
+    return top * (1 - fr) + bottom * fr
+
+
+@pytest.mark.parametrize("out_hw", [(7, 11), (40, 90), (24, 32)], ids=["shrink", "enlarge", "same"])
+def test_training_resize_is_the_originals_unrounded_bilinear(out_hw):
+    image = random_image(24, 32)
+    assert isinstance(ResizeToSquare(out_hw[0]).get_transform(image), BilinearResizeTransform)
+    tfm = BilinearResizeTransform(24, 32, *out_hw)
+    out = tfm.apply_image(image)
+    # No antialiasing (PIL's resize, detectron2's ResizeTransform, averages a wider window when shrinking) and
+    # no rounding to uint8: the interpolated float values, as the original's cv2.resize of its float image.
+    assert out.dtype == np.float32 and out.shape == (*out_hw, 3)
+    np.testing.assert_allclose(out, hand_bilinear(image, *out_hw), atol=2e-3)
+    coords = np.array([[32.0, 24.0], [8.0, 6.0]])
+    np.testing.assert_allclose(tfm.apply_coords(coords), coords * [out_hw[1] / 32, out_hw[0] / 24])
+
+    # Masks: uint8 0/1 interpolated bilinearly and rounded (OpenCV's fixed point), 1 where about >= 0.5.
+    mask = np.zeros((24, 32), np.uint8)
+    mask[3:17, 5:13] = 1
+    mask[20:, 25:] = 1
+    resized = tfm.apply_segmentation(mask)
+    assert resized.dtype == np.uint8 and resized.shape == out_hw and set(np.unique(resized)) <= {0, 1}
+    np.testing.assert_array_equal(resized, cv2.resize(mask, out_hw[::-1], interpolation=cv2.INTER_LINEAR))
+    value = hand_bilinear(mask, *out_hw)
+    clear = np.abs(value - 0.5) > 0.2  # away from OpenCV's rounding of values near 0.5
+    np.testing.assert_array_equal(resized[clear], value[clear] > 0.5)
+    assert clear.mean() > 0.8
 
 
 def test_transpose_transform_swaps_rows_and_columns():

@@ -210,11 +210,12 @@ class _CustomNMS(FastNMS):
     "change,message",
     [
         (lambda m: setattr(m, "postprocessor", _CustomNMS(_cfg())), "NAME='_CustomNMS' cannot be exported"),
-        (lambda m: setattr(m, "preserve_aspect_ratio", True), "PRESERVE_ASPECT_RATIO=True cannot be exported"),
+        (lambda m: (setattr(m, "preserve_aspect_ratio", True), setattr(m, "mask_rescoring", torch.nn.Identity())),
+         "PRESERVE_ASPECT_RATIO=True with YOLACT\\+\\+'s mask re-scoring cannot be exported"),
         (lambda m: m.train(), "eval mode"),
         (lambda m: setattr(m, "precision", "bfloat16"), "PRECISION='bfloat16' cannot be exported: .* float32 graph"),
     ],
-    ids=["custom post-processor", "preserved aspect ratio", "training mode", "bfloat16"],
+    ids=["custom post-processor", "preserved aspect ratio with re-scoring", "training mode", "bfloat16"],
 )
 def test_unexportable_models_fail_clearly(tmp_path, change, message):
     model = _model(_cfg())

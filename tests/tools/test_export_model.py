@@ -52,11 +52,11 @@ def test_scripting_is_refused(tool, capsys):
 
 
 def test_a_config_that_cannot_be_exported_stops_with_its_reason(tool, tmp_path, one_thread):
-    args = ["--output", str(tmp_path / "out")] + TINY + ["MODEL.YOLACT.POSTPROCESS.NAME", "StandardNMS",
+    args = ["--output", str(tmp_path / "out")] + TINY + ["MODEL.YOLACT.MASK_RESCORING.ENABLED", "True",
                                                          "MODEL.YOLACT.PRESERVE_ASPECT_RATIO", "True"]
     with pytest.raises(SystemExit) as e:
         _export(tool, args)
-    assert "PRESERVE_ASPECT_RATIO=True cannot be exported" in str(e.value.code)
+    assert "PRESERVE_ASPECT_RATIO=True with YOLACT++'s mask re-scoring cannot be exported" in str(e.value.code)
     assert os.listdir(tmp_path / "out") == []
 
 

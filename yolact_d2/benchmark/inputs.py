@@ -1,11 +1,10 @@
 """
-The images every model of a benchmark sees: square ``S x S`` BGR uint8 tensors (3, S, S), synthetic and
-deterministic or read from files, turned into detectron2's input dicts for each config (at inference, and
-with synthetic ground truth for training).
+The images every model of a benchmark sees: square ``S x S`` BGR tensors (3, S, S), synthetic and
+deterministic (uint8) or read from files (float32, resized by YOLACT's own resize), turned into detectron2's
+input dicts for each config (at inference, and with synthetic ground truth for training).
 """
 from typing import Dict, List, Sequence
 
-import cv2
 import numpy as np
 import torch
 
@@ -14,6 +13,7 @@ from detectron2.structures import BitMasks, Instances
 
 from ..data import read_image
 from ..data.build import config_num_classes
+from ..modeling.meta_arch import resize_to_input
 
 __all__ = ["synthetic_images", "read_images", "inference_inputs", "training_inputs"]
 
@@ -27,12 +27,14 @@ def synthetic_images(num_images: int, size: int, seed: int = 0) -> List[torch.Te
 def read_images(paths: Sequence[str], size: int) -> List[torch.Tensor]:
     """
     The image files (read by :func:`yolact_d2.data.read_image`: upright, gray / alpha / 16-bit made 8-bit BGR),
-    resized (bilinear) to size x size: (3, size, size) uint8.
+    resized to size x size by YOLACT's test-time resize (:func:`yolact_d2.modeling.meta_arch.resize_to_input`,
+    unrounded): (3, size, size) float32 pixel values, the very input YOLACT at ``INPUT_SIZE`` size makes of each
+    file (before normalisation), which it then does not resize again.
     """
     images = []
     for path in paths:
-        image = cv2.resize(read_image(path, format="BGR"), (size, size), interpolation=cv2.INTER_LINEAR)
-        images.append(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))))
+        image = torch.from_numpy(np.ascontiguousarray(read_image(path, format="BGR").transpose(2, 0, 1)))
+        images.append(resize_to_input(image.float(), size, preserve_aspect_ratio=False)[0])
     return images
 
 

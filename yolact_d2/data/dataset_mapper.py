@@ -16,6 +16,7 @@ from .images import UnusableImageError, read_image
 from .transforms import (
     PhotometricDistort,
     RandomExpand,
+    RandomFlip,
     RandomSampleCrop,
     ResizeToSquare,
     TransposeTransform,
@@ -29,30 +30,32 @@ logger = logging.getLogger(__name__)
 
 def build_yolact_augmentation(cfg, is_train: bool) -> List[T.Augmentation]:
     """
-    The augmentations of the original YOLACT in its order, each switched by ``cfg.MODEL.YOLACT.AUGMENTATION`` or
-    ``cfg.INPUT.RANDOM_FLIP`` (training only): photometric distortion, expand, random sample crop, flip; then,
-    with ``AUGMENTATION.DIHEDRAL`` (not in the original), a random vertical flip and a random transpose; then
-    the resize to the ``MODEL.YOLACT.INPUT_SIZE`` square network input. The expand canvas and the padding are
-    filled with ``MODEL.PIXEL_MEAN`` (rounded), in ``INPUT.FORMAT`` channel order.
+    The training augmentations of the original YOLACT in its order, each switched by
+    ``cfg.MODEL.YOLACT.AUGMENTATION`` or ``cfg.INPUT.RANDOM_FLIP``: photometric distortion, expand, random sample
+    crop, flip; then, with ``AUGMENTATION.DIHEDRAL`` (not in the original), a random vertical flip and a random
+    transpose; then the resize to the ``MODEL.YOLACT.INPUT_SIZE`` square network input. The expand canvas and
+    the padding are filled with ``MODEL.PIXEL_MEAN`` (rounded), in ``INPUT.FORMAT`` channel order.
+
+    At test time there is none: the image goes to the model as read, and the model resizes it
+    (:func:`yolact_d2.modeling.meta_arch.resize_to_input`), as every other way of running it does.
     """
+    if not is_train:
+        return []
     pad_value = tuple(int(round(v)) for v in cfg.MODEL.PIXEL_MEAN)
+    aug_cfg = cfg.MODEL.YOLACT.AUGMENTATION
     augs = []
-    if is_train:
-        aug_cfg = cfg.MODEL.YOLACT.AUGMENTATION
-        if aug_cfg.PHOTOMETRIC:
-            augs.append(PhotometricDistort(cfg.INPUT.FORMAT))
-        if aug_cfg.EXPAND:
-            augs.append(RandomExpand(aug_cfg.MAX_EXPAND, pad_value))
-        if aug_cfg.SAMPLE_CROP:
-            augs.append(RandomSampleCrop())
-        if cfg.INPUT.RANDOM_FLIP != "none":
-            augs.append(
-                T.RandomFlip(
-                    horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal", vertical=cfg.INPUT.RANDOM_FLIP == "vertical"
-                )
-            )
-        if aug_cfg.DIHEDRAL:
-            augs += [T.RandomFlip(horizontal=False, vertical=True), T.RandomApply(TransposeTransform(), prob=0.5)]
+    if aug_cfg.PHOTOMETRIC:
+        augs.append(PhotometricDistort(cfg.INPUT.FORMAT))
+    if aug_cfg.EXPAND:
+        augs.append(RandomExpand(aug_cfg.MAX_EXPAND, pad_value))
+    if aug_cfg.SAMPLE_CROP:
+        augs.append(RandomSampleCrop())
+    if cfg.INPUT.RANDOM_FLIP != "none":
+        augs.append(
+            RandomFlip(horizontal=cfg.INPUT.RANDOM_FLIP == "horizontal", vertical=cfg.INPUT.RANDOM_FLIP == "vertical")
+        )
+    if aug_cfg.DIHEDRAL:
+        augs += [RandomFlip(horizontal=False, vertical=True), T.RandomApply(TransposeTransform(), prob=0.5)]
     augs.append(ResizeToSquare(cfg.MODEL.YOLACT.INPUT_SIZE, cfg.MODEL.YOLACT.PRESERVE_ASPECT_RATIO, pad_value))
     return augs
 
@@ -124,9 +127,9 @@ class YolactDatasetMapper:
 
     1. read the image (``INPUT.FORMAT``) and check its size;
     2. in training, apply YOLACT's SSD-style augmentations (:func:`build_yolact_augmentation`) to the image,
-       boxes and masks;
-    3. resize to the square network input (and pad, with ``PRESERVE_ASPECT_RATIO``);
-    4. in training, build the ground truth (:func:`transform_annotations`); at test time drop the annotations.
+       boxes and masks, and resize them to the square network input (and pad, with ``PRESERVE_ASPECT_RATIO``);
+    3. in training, build the ground truth (:func:`transform_annotations`); at test time drop the annotations
+       and keep the image as read: the model resizes it.
 
     An image that cannot be read (a missing, corrupt or truncated file) raises an ``OSError`` naming the file;
     in training with ``DATALOADER.SKIP_CORRUPT_IMAGES`` the mapper instead logs a warning naming it and returns
@@ -135,7 +138,9 @@ class YolactDatasetMapper:
     The output dict keeps the input's keys (``file_name``, ``image_id``, ``height`` and ``width`` of the
     original image, so that predictions are rendered at that size) and adds:
 
-    * ``image``: uint8 tensor (3, S, S) in ``INPUT.FORMAT``, S = ``MODEL.YOLACT.INPUT_SIZE``;
+    * ``image`` in ``INPUT.FORMAT``: in training a float32 tensor (3, S, S) of pixel values, S =
+      ``MODEL.YOLACT.INPUT_SIZE`` (the original's resize keeps the interpolated values unrounded); at test time
+      the uint8 image as read (3, H, W);
     * training only: ``instances`` (:class:`Instances` of size (S, S) with ``gt_boxes``, ``gt_classes`` and
       ``gt_masks``) and ``crowd_boxes`` (:class:`Boxes` (M, 4), the crowd regions, not in ``instances``);
       boxes are XYXY in absolute pixels of the network input.
@@ -153,7 +158,7 @@ class YolactDatasetMapper:
         """
         Args:
             is_train: whether to build the ground truth (annotations are dropped otherwise).
-            augmentations: applied in order; the last one must resize to the network input.
+            augmentations: applied in order; in training the last one must resize to the network input.
             image_format: "BGR" or "RGB" (``INPUT.FORMAT``).
             skip_unreadable_images: return None, with a warning, for an image that cannot be read, rather than
                 raise; for training only: an evaluation must see every image.

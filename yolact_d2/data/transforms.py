@@ -20,7 +20,10 @@ __all__ = [
     "ColorPadTransform",
     "PhotometricTransform",
     "PhotometricDistort",
+    "BilinearResizeTransform",
+    "HFlipCopyTransform",
     "RandomExpand",
+    "RandomFlip",
     "RandomSampleCrop",
     "ResizeToSquare",
     "TransposeTransform",
@@ -264,7 +267,7 @@ class TransposeTransform(T.Transform):
     """
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(np.swapaxes(img, 0, 1))
+        return np.swapaxes(img, 0, 1).copy()
 
     def apply_coords(self, coords: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(coords[:, ::-1])
@@ -276,11 +279,67 @@ class TransposeTransform(T.Transform):
         return self
 
 
+class HFlipCopyTransform(T.HFlipTransform):
+    """
+    detectron2's horizontal flip, its images and segmentations copied into arrays of their own. detectron2's
+    returns a view with a negative stride, which NumPy counts as contiguous along an axis of length 1: for an
+    image 1 pixel wide, ``np.ascontiguousarray`` keeps the view, and ``torch.from_numpy`` (in a vertical flip
+    after it) refuses it.
+    """
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        return super().apply_image(img).copy()
+
+
+class RandomFlip(T.RandomFlip):
+    """detectron2's :class:`RandomFlip` with :class:`HFlipCopyTransform` for its horizontal flips."""
+
+    def get_transform(self, image: np.ndarray) -> T.Transform:
+        flip = super().get_transform(image)
+        return HFlipCopyTransform(flip.width) if isinstance(flip, T.HFlipTransform) else flip
+
+
+class BilinearResizeTransform(T.Transform):
+    """
+    The original YOLACT's training resize (``utils/augmentations.py``, ``Resize``): ``cv2.resize``, bilinear
+    with half-pixel centres and no antialiasing, of the image computed in float32 and kept unrounded (the
+    original's images are float from its first step on), and of each uint8 0/1 segmentation as it is, which
+    OpenCV's fixed-point bilinear rounds back to 0/1 (about: 1 where the interpolated value is >= 0.5).
+    Coordinates are scaled by new / old size. detectron2's :class:`ResizeTransform` resizes uint8 images with
+    PIL, which antialiases when it shrinks, and segmentations with nearest neighbours.
+    """
+
+    def __init__(self, h: int, w: int, new_h: int, new_w: int):
+        """
+        Args:
+            h, w: size of the input; new_h, new_w: size of the output, in pixels.
+        """
+        super().__init__()
+        self._set_attributes(locals())
+
+    def _resize(self, array: np.ndarray) -> np.ndarray:
+        if array.shape[:2] != (self.h, self.w):
+            raise ValueError(f"BilinearResizeTransform of {self.h} x {self.w} got an array of shape {array.shape}")
+        return cv2.resize(array, (self.new_w, self.new_h), interpolation=cv2.INTER_LINEAR)
+
+    def apply_image(self, img: np.ndarray) -> np.ndarray:
+        """(H, W, C) image -> (new_h, new_w, C) float32."""
+        return self._resize(img.astype(np.float32)).reshape(self.new_h, self.new_w, *img.shape[2:])
+
+    def apply_segmentation(self, segmentation: np.ndarray) -> np.ndarray:
+        """(H, W) uint8 0/1 -> (new_h, new_w) uint8 0/1."""
+        return self._resize(np.ascontiguousarray(segmentation))
+
+    def apply_coords(self, coords: np.ndarray) -> np.ndarray:
+        return coords * np.array([self.new_w / self.w, self.new_h / self.h], dtype=coords.dtype)
+
+
 class ResizeToSquare(T.Augmentation):
     """
-    Resize to the square network input of ``size`` x ``size`` pixels (bilinear for images, nearest for
-    segmentations). By default the aspect ratio is not kept, as in the paper; with ``preserve_aspect_ratio`` the
-    longer side is resized to ``size`` and the image padded at the bottom and right with ``pad_value``.
+    Resize to the square network input of ``size`` x ``size`` pixels as the original does in training
+    (:class:`BilinearResizeTransform`). By default the aspect ratio is not kept, as in the paper; with
+    ``preserve_aspect_ratio`` the longer side is resized to ``size`` and the image padded at the bottom and right
+    with ``pad_value``.
     """
 
     def __init__(self, size: int, preserve_aspect_ratio: bool = False, pad_value: Sequence[float] = (0, 0, 0)):
@@ -296,13 +355,10 @@ class ResizeToSquare(T.Augmentation):
     def get_transform(self, image: np.ndarray) -> T.Transform:
         h, w = image.shape[:2]
         new_h, new_w = input_region(h, w, self.size, self.preserve_aspect_ratio)
-        if not self.preserve_aspect_ratio:
-            return T.ResizeTransform(h, w, new_h, new_w)
-        return T.TransformList(
-            [
-                T.ResizeTransform(h, w, new_h, new_w),
-                ColorPadTransform(
-                    0, 0, self.size - new_w, self.size - new_h, orig_w=new_w, orig_h=new_h, pad_value=self.pad_value
-                ),
-            ]
+        resize = BilinearResizeTransform(h, w, new_h, new_w)
+        if (new_h, new_w) == (self.size, self.size):
+            return resize
+        pad = ColorPadTransform(
+            0, 0, self.size - new_w, self.size - new_h, orig_w=new_w, orig_h=new_h, pad_value=self.pad_value
         )
+        return T.TransformList([resize, pad])

@@ -23,7 +23,12 @@ class YolactPredictor(DefaultPredictor):
       alpha, uint8 or uint16 (:func:`yolact_d2.data.to_three_channels`), where DefaultPredictor takes only
       (H, W, 3) and fails on the others with a NumPy or PyTorch error;
     * loads ``MODEL.WEIGHTS`` with :class:`YolactCheckpointer`: weights of other shapes (another class count or
-      architecture) are refused with their names, where DefaultPredictor leaves them random with a warning.
+      architecture) are refused with their names, where DefaultPredictor leaves them random with a warning;
+    * hands a YOLACT model the image as read, whatever ``INPUT.MIN_SIZE_TEST`` says: the model resizes it to its
+      network input itself, once (:func:`yolact_d2.modeling.meta_arch.resize_to_input`). Other models get
+      DefaultPredictor's shortest-edge resize of ``INPUT.MIN_SIZE_TEST`` / ``MAX_SIZE_TEST``. (DefaultPredictor
+      on a YOLACT config hands it the image as read too when ``INPUT.MIN_SIZE_TEST`` is 0, as in the YOLACT
+      configs: detectron2's "no resize at test time".)
 
     The outputs are those of the image's upright frame (H, W as read).
     """
@@ -35,7 +40,8 @@ class YolactPredictor(DefaultPredictor):
         if len(cfg.DATASETS.TEST):
             self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
         YolactCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
-        self.aug = T.ResizeShortestEdge([cfg.INPUT.MIN_SIZE_TEST] * 2, cfg.INPUT.MAX_SIZE_TEST)
+        min_size = 0 if cfg.MODEL.META_ARCHITECTURE == "YOLACT" else cfg.INPUT.MIN_SIZE_TEST
+        self.aug = T.ResizeShortestEdge([min_size] * 2, cfg.INPUT.MAX_SIZE_TEST)  # 0: no resize
         self.input_format = cfg.INPUT.FORMAT
         if self.input_format not in ("RGB", "BGR"):
             raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR'; got {self.input_format!r}")

@@ -31,10 +31,11 @@ def check_exportable(model: nn.Module) -> None:
             f"MODEL.YOLACT.PRECISION={model.precision!r} cannot be exported: export records the float32 graph. "
             "Export with MODEL.YOLACT.PRECISION float32; the exported file's runtime sets its own precision."
         )
-    if model.preserve_aspect_ratio:
+    if model.preserve_aspect_ratio and model.mask_rescoring is not None:
         raise ValueError(
-            "MODEL.YOLACT.PRESERVE_ASPECT_RATIO=True cannot be exported: the exported graph takes images resized "
-            "to the whole square input and clips boxes and masks to it, as the paper (PRESERVE_ASPECT_RATIO=False)."
+            "MODEL.YOLACT.PRESERVE_ASPECT_RATIO=True with YOLACT++'s mask re-scoring cannot be exported: the graph "
+            "does not know the image's region of the input, so it crops masks to the whole square and the "
+            "re-scoring net would see them over the padding. Export with PRESERVE_ASPECT_RATIO False."
         )
 
 
@@ -54,7 +55,9 @@ class YolactExportable(nn.Module):
     ``forward(images)``:
 
     * images: (1, 3, S, S) float32 pixel values (0-255) in ``INPUT.FORMAT``, the image already resized to the
-      square network input, S = ``MODEL.YOLACT.INPUT_SIZE`` (:func:`yolact_d2.export.preprocess_image`).
+      square network input, S = ``MODEL.YOLACT.INPUT_SIZE``, and with ``PRESERVE_ASPECT_RATIO`` padded with the
+      pixel mean (:func:`yolact_d2.export.preprocess_image`); boxes are clipped to the whole input, and
+      :func:`yolact_d2.export.outputs_to_instances` maps them from the image's region.
       A traced graph accepts no other shape.
     * returns (boxes, scores, classes, masks) for the D detections, 0 <= D <= ``TEST.DETECTIONS_PER_IMAGE``
       (D depends on the image): boxes (D, 4) float XYXY in input pixels within [0, S]; scores (D,) in

@@ -1,6 +1,6 @@
 """Run an exported YOLACT (TorchScript or ONNX file) like the eager model: detectron2 inputs in, Instances out."""
 import os
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -12,23 +12,37 @@ from ..modeling.meta_arch import as_float_image, detections_to_instances, resize
 __all__ = ["ExportedYolact", "preprocess_image", "outputs_to_instances"]
 
 
-def preprocess_image(image: torch.Tensor, input_size: int) -> torch.Tensor:
+def preprocess_image(
+    image: torch.Tensor, input_size: int, preserve_aspect_ratio: bool = False, pad_value: Sequence[float] = (0, 0, 0)
+) -> torch.Tensor:
     """
     An input's ``image`` (3, H, W) or (1, H, W) in ``INPUT.FORMAT``, uint8 or float, as the exported model takes
-    it: resized as the eager model resizes (bilinear, half-pixel centres) to (1, 3, S, S) float32, 0-255.
+    it: resized as the eager model resizes (:func:`yolact_d2.modeling.meta_arch.resize_to_input`; with
+    ``preserve_aspect_ratio``, padded with ``pad_value``, the pixel mean) to (1, 3, S, S) float32, 0-255.
     """
-    return resize_to_input(as_float_image(image), (input_size, input_size), input_size)[None]
+    return _network_input(image, input_size, preserve_aspect_ratio, pad_value)[0]
+
+
+def _network_input(
+    image: torch.Tensor, input_size: int, preserve_aspect_ratio: bool, pad_value: Sequence[float]
+) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """:func:`preprocess_image`'s (1, 3, S, S) and the (h, w) region of the input the image occupies."""
+    image = as_float_image(image)
+    resized, region = resize_to_input(image, input_size, preserve_aspect_ratio, image.new_tensor(pad_value))
+    return resized[None], region
 
 
 def outputs_to_instances(
-    outputs: Sequence[torch.Tensor], output_size: Tuple[int, int], input_size: int, mask_threshold: float
+    outputs: Sequence[torch.Tensor], output_size: Tuple[int, int], input_size: int, mask_threshold: float,
+    region: Optional[Tuple[int, int]] = None,
 ) -> Instances:
     """
     The exported model's outputs (boxes, scores, classes, masks[, mask_scores]) for one image as the eager
-    model's :class:`Instances` of ``output_size`` (H, W): boxes scaled from the S x S input and clipped, masks
-    pasted (bilinear resize, then ``> mask_threshold``; :func:`yolact_d2.export.paste_masks`).
+    model's :class:`Instances` of ``output_size`` (H, W): boxes scaled from the image's ``region`` (h, w) of the
+    S x S input (default: all of it) and clipped, masks pasted (bilinear resize, then ``> mask_threshold``;
+    :func:`yolact_d2.export.paste_masks`).
     """
-    region = (input_size, input_size)
+    region = region or (input_size, input_size)
     return detections_to_instances(*outputs[:4], region, input_size, output_size, mask_threshold, *outputs[4:])
 
 
@@ -64,9 +78,10 @@ class ExportedYolact:
     optional ``height`` / ``width`` in, a list of ``{"instances": Instances}`` out, with the fields and
     coordinates of :class:`YOLACT`'s. Images are processed one at a time.
 
-    ``cfg`` is the config the model was exported with (``MODEL.YOLACT.INPUT_SIZE``, ``MODEL.YOLACT.POSTPROCESS
-    .MASK_THRESH``, ``MODEL.DEVICE``). To time the exported model, call the instance (the whole pipeline) or
-    :meth:`run` (the exported graph alone, on a :func:`preprocess_image` output).
+    ``cfg`` is the config the model was exported with (``MODEL.YOLACT.INPUT_SIZE``, ``PRESERVE_ASPECT_RATIO``,
+    ``POSTPROCESS.MASK_THRESH``, ``MODEL.PIXEL_MEAN``, ``MODEL.DEVICE``): images are resized into the network
+    input by the eager model's one resize, with its region. To time the exported model, call the instance (the
+    whole pipeline) or :meth:`run` (the exported graph alone, on a :func:`preprocess_image` output).
     """
 
     def __init__(self, path: str, cfg):
@@ -74,6 +89,8 @@ class ExportedYolact:
         if extension not in _RUNNERS:
             raise ValueError(f"Unknown exported model {path!r}: expected one of {sorted(_RUNNERS)}")
         self.input_size = cfg.MODEL.YOLACT.INPUT_SIZE
+        self.preserve_aspect_ratio = cfg.MODEL.YOLACT.PRESERVE_ASPECT_RATIO
+        self.pad_value = tuple(cfg.MODEL.PIXEL_MEAN)
         self.mask_threshold = cfg.MODEL.YOLACT.POSTPROCESS.MASK_THRESH
         self.device = torch.device(cfg.MODEL.DEVICE)
         self._runner = _RUNNERS[extension](path, self.device)
@@ -86,5 +103,8 @@ class ExportedYolact:
         return [{"instances": self._inference_single(x)} for x in batched_inputs]
 
     def _inference_single(self, x: Dict) -> Instances:
-        outputs = self.run(preprocess_image(x["image"].to(self.device), self.input_size))
-        return outputs_to_instances(outputs, YOLACT._output_size(x), self.input_size, self.mask_threshold)
+        images, region = _network_input(
+            x["image"].to(self.device), self.input_size, self.preserve_aspect_ratio, self.pad_value
+        )
+        outputs = self.run(images)
+        return outputs_to_instances(outputs, YOLACT._output_size(x), self.input_size, self.mask_threshold, region)

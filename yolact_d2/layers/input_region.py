@@ -9,7 +9,8 @@ def input_region(height: int, width: int, input_size: int, preserve_aspect_ratio
     The (h, w) part of the ``input_size`` x ``input_size`` network input, at its top left, that a
     ``height`` x ``width`` image is resized to: the whole square by default (the paper), or with
     ``preserve_aspect_ratio`` the longer side scaled to ``input_size`` and the shorter by the same factor
-    (rounded to the nearest pixel); the rest of the input is padding.
+    (rounded to the nearest pixel); the rest of the input is padding. (The original's ``preserve_aspect_ratio``,
+    off in all its configs, is another rule: a non-square input of about ``input_size`` squared pixels, unpadded.)
     """
     if not preserve_aspect_ratio:
         return input_size, input_size

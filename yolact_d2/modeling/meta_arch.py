@@ -57,14 +57,29 @@ def as_float_image(image: torch.Tensor) -> torch.Tensor:
     return image.to(torch.float32).expand(3, -1, -1)
 
 
-def resize_to_input(image: torch.Tensor, region: Tuple[int, int], input_size: int) -> torch.Tensor:
+def resize_to_input(
+    image: torch.Tensor, input_size: int, preserve_aspect_ratio: bool, pad_value: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, Tuple[int, int]]:
     """
-    Place a float image (3, H, W) in the square network input: bilinear resize (half-pixel centres) to
-    ``region`` (h, w), then zero padding at the bottom and right to (3, S, S), S = ``input_size``.
+    YOLACT's one test-time resize (the original's ``FastBaseTransform``): place a float image (3, H, W) of
+    pixel values in the square network input. It is resized with bilinear ``F.interpolate`` (half-pixel
+    centres, no antialiasing, no rounding) to its region (h, w) = :func:`yolact_d2.layers.input_region`, then
+    padded at the bottom and right with ``pad_value`` (3,) (the pixel mean: zero once normalised; default 0) to
+    (3, S, S), S = ``input_size``; an image already of its region's size is only padded.
+
+    Returns:
+        the input (3, S, S) and the region (h, w) it occupies at its top left.
     """
-    if tuple(image.shape[-2:]) != tuple(region):
+    region = input_region(*image.shape[-2:], input_size, preserve_aspect_ratio)
+    if tuple(image.shape[-2:]) != region:
         image = F.interpolate(image[None], size=region, mode="bilinear", align_corners=False)[0]
-    return F.pad(image, (0, input_size - region[1], 0, input_size - region[0]))
+    if region == (input_size, input_size):
+        return image, region
+    padded = image.new_zeros(image.shape[0], input_size, input_size)
+    if pad_value is not None:
+        padded[:] = pad_value.to(image).reshape(-1, 1, 1)
+    padded[:, : region[0], : region[1]] = image
+    return padded, region
 
 
 def detections_to_instances(
@@ -255,8 +270,8 @@ class YOLACT(nn.Module):
 
     def preprocess_image(self, batched_inputs: List[Dict]) -> Tuple[torch.Tensor, List[Tuple[int, int]]]:
         """
-        Normalise each image, resize it into the square network input (padding with zeros, i.e. the mean,
-        when the aspect ratio is preserved) and batch them.
+        Resize each image into the square network input (:func:`resize_to_input`: padded with the pixel mean
+        when the aspect ratio is preserved), normalise and batch them.
 
         Returns:
             images (N, 3, S, S) and, per image, the (h, w) region of the input it occupies.
@@ -265,9 +280,11 @@ class YOLACT(nn.Module):
             raise ValueError("YOLACT got an empty list of inputs")
         images, regions = [], []
         for x in batched_inputs:
-            image = self.normalize(x["image"])
-            region = input_region(*image.shape[-2:], self.input_size, self.preserve_aspect_ratio)
-            images.append(resize_to_input(image, region, self.input_size))
+            image, region = resize_to_input(
+                as_float_image(x["image"].to(self.device)), self.input_size, self.preserve_aspect_ratio,
+                self.pixel_mean,
+            )
+            images.append(self.normalize(image))
             regions.append(region)
         return torch.stack(images), regions
 

@@ -20,7 +20,7 @@ from detectron2.solver import WarmupParamScheduler
 from detectron2.solver.build import get_default_optimizer_params
 
 from yolact_d2.data import YolactDatasetMapper
-from yolact_d2.data.transforms import PhotometricDistort, RandomExpand, RandomSampleCrop, ResizeToSquare
+from yolact_d2.data.transforms import PhotometricDistort, RandomExpand, RandomFlip, RandomSampleCrop, ResizeToSquare
 from yolact_d2.modeling import (
     YOLACT,
     FastNMS,
@@ -123,7 +123,7 @@ dataloader.train = L(build_detection_train_loader)(
             L(PhotometricDistort)(image_format="${...image_format}"),
             L(RandomExpand)(max_expand=4.0, pad_value=_PAD),
             L(RandomSampleCrop)(),
-            L(T.RandomFlip)(horizontal=True),
+            L(RandomFlip)(horizontal=True),
             L(ResizeToSquare)(size="${model.input_size}", preserve_aspect_ratio=False, pad_value=_PAD),
         ],
         image_format="BGR",
@@ -135,7 +135,7 @@ dataloader.test = L(build_detection_test_loader)(
     dataset=L(get_detection_dataset_dicts)(names="coco_2017_val", filter_empty=False),
     mapper=L(YolactDatasetMapper)(
         is_train=False,
-        augmentations=[L(ResizeToSquare)(size="${model.input_size}", preserve_aspect_ratio=False, pad_value=_PAD)],
+        augmentations=[],  # the image as read: the model resizes it
         image_format="${...train.mapper.image_format}",
     ),
     num_workers=4,

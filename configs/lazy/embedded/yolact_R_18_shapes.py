@@ -8,7 +8,7 @@ from detectron2.modeling.backbone import ResNet
 from detectron2.solver.build import get_default_optimizer_params
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 
-from yolact_d2.data.transforms import PhotometricDistort, ResizeToSquare, TransposeTransform
+from yolact_d2.data.transforms import PhotometricDistort, RandomFlip, ResizeToSquare, TransposeTransform
 from yolact_d2.engine import build_adamw
 
 from ..common.yolact import _PAD, dataloader, lr_multiplier, model, train
@@ -33,9 +33,9 @@ _resize = L(ResizeToSquare)(size="${model.input_size}", preserve_aspect_ratio=Fa
 dataloader.train.dataset.names = "yolact_shapes_train"
 dataloader.train.mapper.augmentations = [
     L(PhotometricDistort)(image_format="BGR"),
-    L(T.RandomFlip)(horizontal=True),
+    L(RandomFlip)(horizontal=True),
     # the 8 rotations and reflections of a shapes image are images of the same dataset
-    L(T.RandomFlip)(horizontal=False, vertical=True),
+    L(RandomFlip)(horizontal=False, vertical=True),
     L(T.RandomApply)(tfm_or_aug=L(TransposeTransform)(), prob=0.5),
     _resize,
 ]
