@@ -3,6 +3,7 @@ refused, missing / unreachable / non-checkpoint weights named with what to do.""
 import logging
 import os
 import pickle
+import re
 import socket
 import stat
 import time
@@ -14,7 +15,6 @@ import yaml
 from iopath.common import file_io as iopath_file_io
 
 from detectron2.modeling import build_model
-from detectron2.utils.file_io import PathManager
 
 from yolact_d2.engine import YolactCheckpointer, write_atomically
 from yolact_d2.engine.checkpoint import remove_orphan_temporary_files
@@ -217,7 +217,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_a_temporary_file_that_the_next_
 
 
 def test_only_temporary_files_of_ended_or_long_silent_writers_are_removed(tmp_path):
-    host = socket.gethostname().replace(".", "-")
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())  # as write_atomically names it
     day_old = time.time() - 25 * 3600
     files = {
         _temporary_name(host, _ended_process()): True,  # this machine, writer gone
@@ -229,7 +229,12 @@ def test_only_temporary_files_of_ended_or_long_silent_writers_are_removed(tmp_pa
         "notes.tmp": False,
         ".model_final.pth.tmp": False,
     }
-    old = {_temporary_name("other-host", 99): True, ".model_0000099.pth.kq1_0zzz.tmp": True, "old.tmp": False}
+    old = {
+        _temporary_name("other-host", 99): True,
+        ".model_0000099.pth.kq1_0zzz.tmp": True,
+        f".model_0000199.pth.{host}.{os.getppid()}.ab3_x9yz.tmp": True,  # its pid since taken by a live process
+        "old.tmp": False,
+    }
     for name in list(files) + list(old):
         (tmp_path / name).write_bytes(b"x")
     for name in old:
@@ -270,18 +275,26 @@ def test_weights_that_cannot_be_downloaded_say_which_file_goes_where(tmp_path, m
             YolactCheckpointer(torch.nn.Linear(3, 2)).load(weights)
         message = str(e.value)
         assert f"The weights {weights} could not be downloaded" in message and "name resolution" in message
-        assert f"Fetch {url} " in message and f"put it at {cached} " in message and 'or to "" to start from random weights' in message
-    # the file put where the message says is found there, offline
+        assert f"Fetch {url} " in message and f"put it at {cached} " in message
+        assert 'or to "" to start from random weights' in message
+    # the file put where the message says loads, offline
     cached.parent.mkdir(parents=True, exist_ok=True)
+    fetched = torch.nn.Linear(3, 2)
     with open(cached, "wb") as f:
-        pickle.dump({"model": torch.nn.Linear(3, 2).state_dict(), "__author__": "test"}, f)
-    assert PathManager.get_local_path("detectron2://ImageNetPretrained/MSRA/R-50.pkl") == str(cached)
+        pickle.dump({"model": fetched.state_dict(), "__author__": "test"}, f)
+    model = torch.nn.Linear(3, 2)
+    YolactCheckpointer(model).load("detectron2://ImageNetPretrained/MSRA/R-50.pkl")
+    torch.testing.assert_close(model.weight, fetched.weight)
 
 
 @pytest.mark.parametrize(
     "content, what",
-    [(b"", "it is empty"), (b"weights: none\nsecond line", "it is a text file starting 'weights: none'"),
-     (b"\x89PNG\r\n\x1a\n" + bytes(50), "it is a PNG image"), (bytes(range(256)) * 4, "it is 1024 bytes of another format")],
+    [
+        (b"", "it is empty"),
+        (b"weights: none\nsecond line", "it is a text file starting 'weights: none'"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(50), "it is a PNG image"),
+        (bytes(range(256)) * 4, "it is 1024 bytes of another format"),
+    ],
 )
 def test_a_file_that_is_not_a_checkpoint_is_named_with_what_it_is(tmp_path, content, what):
     path = tmp_path / "weights.pth"

@@ -32,8 +32,8 @@ logger = logging.getLogger(__name__)
 # before the host and pid were recorded lack those two fields.
 _TEMPORARY_FILE = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 _TEMPORARY_WRITER = re.compile(r"\..+\.(?P<host>[A-Za-z0-9-]*)\.(?P<pid>\d+)\.[a-z0-9_]{8}\.tmp")
-# A temporary file whose writer cannot be checked (another host's, or unnamed) is an orphan once unmodified this
-# long (seconds): a writer modifies its file continuously until it renames it.
+# Any temporary file is an orphan once unmodified this long (seconds): a writer modifies its file continuously
+# until it renames it.
 ORPHAN_AGE = 24 * 3600
 
 
@@ -80,7 +80,9 @@ def _is_orphan(path: str, now: float) -> bool:
     """Whether the temporary file ``path`` of :func:`write_atomically` is left by a writer that is gone."""
     writer = _TEMPORARY_WRITER.fullmatch(os.path.basename(path))
     if writer and writer["host"] == _host() and os.name == "posix":
-        return int(writer["pid"]) != os.getpid() and not _process_running(int(writer["pid"]))
+        pid = int(writer["pid"])
+        if pid != os.getpid() and not _process_running(pid):
+            return True
     return now - os.path.getmtime(path) > ORPHAN_AGE
 
 
@@ -88,8 +90,9 @@ def remove_orphan_temporary_files(folder: str) -> List[str]:
     """
     Remove from ``folder`` the temporary files that :func:`write_atomically` leaves when its process is killed
     mid-write (up to a checkpoint's size each): those written on this machine by a process that has ended, and
-    those whose writer cannot be checked (another machine's, or named without it) once unmodified for
-    :data:`ORPHAN_AGE`. A file that a live process may still be writing is never removed.
+    any other once unmodified for :data:`ORPHAN_AGE` (another machine's, one named without its writer, or one
+    whose writer's pid a new process has taken). A file that a live process may still be writing is never
+    removed.
 
     Returns:
         the removed paths.
