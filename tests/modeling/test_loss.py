@@ -468,3 +468,14 @@ def test_images_under_the_cap_keep_weight_one(cfg):
     loss = _loss_module(cfg)
     samples = loss.sample_masks(*_busy_image(5))
     assert samples[0].weight == 1.0 and samples[0].logits.shape[0] == 5
+
+
+def test_gt_class_ids_are_checked_on_the_cpu_and_never_read_from_a_device(cfg):
+    loss = _loss_module(cfg, num_classes=3)
+    inst = Instances((32, 32))
+    inst.gt_classes = torch.tensor([0, 3])
+    with pytest.raises(ValueError, match="GT class id 3 is >= MODEL.YOLACT.NUM_CLASSES=3"):
+        loss.check_gt_classes([inst])
+    # a device tensor is left unread (no device sync per step): "meta" stands for any device, it has no values
+    inst.gt_classes = torch.tensor([0, 3], device="meta")
+    loss.check_gt_classes([inst])
