@@ -1,14 +1,25 @@
-"""YolactCheckpointer: atomic checkpoint files, class-dependent layers re-initialised, other misfits refused."""
+"""YolactCheckpointer: atomic checkpoint files and their orphans, class-dependent layers re-initialised, other misfits
+refused, missing / unreachable / non-checkpoint weights named with what to do."""
 import logging
 import os
+import pickle
+import re
+import socket
 import stat
+import time
+from urllib.error import URLError
 
 import pytest
 import torch
+import yaml
+from iopath.common import file_io as iopath_file_io
 
 from detectron2.modeling import build_model
 
 from yolact_d2.engine import YolactCheckpointer, write_atomically
+from yolact_d2.engine.checkpoint import remove_orphan_temporary_files
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _model(cfg, num_classes=5, **changes):
@@ -170,3 +181,125 @@ def test_write_atomically_gives_the_permissions_of_a_plain_open(tmp_path):
         os.umask(old)
     mode = stat.S_IMODE(os.stat(tmp_path / "atomic").st_mode)
     assert mode == stat.S_IMODE(os.stat(tmp_path / "plain").st_mode) == 0o644
+
+
+def _temporary_name(host, pid):
+    """A temporary file name of write_atomically for model_final.pth, by writer ``pid`` of ``host``."""
+    return f".model_final.pth.{host}.{pid}.ab3_x9yz.tmp"
+
+
+def _ended_process():
+    """The pid of a process of this machine that has ended."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_a_temporary_file_that_the_next_start_removes(
+    cfg, tmp_path, one_thread
+):
+    model = _model(cfg)
+    YolactCheckpointer(model, str(tmp_path)).save("model_final", iteration=9)
+    pid = os.fork()
+    if pid == 0:  # a writer killed mid-write
+        try:
+            write_atomically(str(tmp_path / "model_final.pth"), lambda f: (f.write(b"half"), os.kill(os.getpid(), 9)))
+        finally:
+            os._exit(1)
+    os.waitpid(pid, 0)
+    orphans = [name for name in os.listdir(tmp_path) if name.endswith(".tmp")]
+    assert len(orphans) == 1 and f".{pid}." in orphans[0]
+    YolactCheckpointer(model, str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_final.pth"]
+    assert torch.load(tmp_path / "model_final.pth", weights_only=False)["iteration"] == 9
+
+
+def test_only_temporary_files_of_ended_or_long_silent_writers_are_removed(tmp_path):
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())  # as write_atomically names it
+    day_old = time.time() - 25 * 3600
+    files = {
+        _temporary_name(host, _ended_process()): True,  # this machine, writer gone
+        _temporary_name(host, os.getpid()): False,  # this process
+        _temporary_name(host, os.getppid()): False,  # a live process (pytest's parent)
+        _temporary_name("other-host", 1234): False,  # another machine's, fresh: its writer may be alive
+        ".model_final.pth.ab3_x9yz.tmp": False,  # named without its writer, fresh
+        "model_final.pth": False,
+        "notes.tmp": False,
+        ".model_final.pth.tmp": False,
+    }
+    old = {
+        _temporary_name("other-host", 99): True,
+        ".model_0000099.pth.kq1_0zzz.tmp": True,
+        f".model_0000199.pth.{host}.{os.getppid()}.ab3_x9yz.tmp": True,  # its pid since taken by a live process
+        "old.tmp": False,
+    }
+    for name in list(files) + list(old):
+        (tmp_path / name).write_bytes(b"x")
+    for name in old:
+        os.utime(tmp_path / name, (day_old, day_old))
+    removed = remove_orphan_temporary_files(str(tmp_path))
+    expected = {name for name, orphan in {**files, **old}.items() if orphan}
+    assert {os.path.basename(p) for p in removed} == expected
+    assert set(os.listdir(tmp_path)) == (set(files) | set(old)) - expected
+
+
+@pytest.mark.parametrize("config", sorted(os.listdir(os.path.join(REPO_ROOT, "configs", "original"))))
+def test_the_original_configs_weights_before_conversion_name_the_converter_command(config, tmp_path, monkeypatch):
+    with open(os.path.join(REPO_ROOT, "configs", "original", config)) as f:
+        weights = yaml.safe_load(f)["MODEL"]["WEIGHTS"]
+    monkeypatch.chdir(tmp_path)  # no converted weights here
+    with pytest.raises(FileNotFoundError) as e:
+        YolactCheckpointer(torch.nn.Linear(3, 2)).load(weights)
+    name = os.path.basename(weights)
+    assert f"{weights} (MODEL.WEIGHTS) does not exist" in str(e.value)
+    assert f"python tools/convert_yolact_weights.py {name} {weights}" in str(e.value)
+
+
+def test_missing_weights_of_another_name_say_how_to_start_without_them(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"mine\.pth \(MODEL\.WEIGHTS\) does not exist.*MODEL\.WEIGHTS.*\"\""):
+        YolactCheckpointer(torch.nn.Linear(3, 2)).load(str(tmp_path / "mine.pth"))
+
+
+def test_weights_that_cannot_be_downloaded_say_which_file_goes_where(tmp_path, monkeypatch):
+    def offline(url, *args, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(iopath_file_io, "download", offline)
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path))
+    url = "https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/MSRA/R-50.pkl"
+    cached = tmp_path / "detectron2" / "ImageNetPretrained" / "MSRA" / "R-50.pkl"
+    for weights in ("detectron2://ImageNetPretrained/MSRA/R-50.pkl", url):
+        with pytest.raises(OSError) as e:
+            YolactCheckpointer(torch.nn.Linear(3, 2)).load(weights)
+        message = str(e.value)
+        assert f"The weights {weights} could not be downloaded" in message and "name resolution" in message
+        assert f"Fetch {url} " in message and f"put it at {cached} " in message
+        assert 'or to "" to start from random weights' in message
+    # the file put where the message says loads, offline
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    fetched = torch.nn.Linear(3, 2)
+    with open(cached, "wb") as f:
+        pickle.dump({"model": fetched.state_dict(), "__author__": "test"}, f)
+    model = torch.nn.Linear(3, 2)
+    YolactCheckpointer(model).load("detectron2://ImageNetPretrained/MSRA/R-50.pkl")
+    torch.testing.assert_close(model.weight, fetched.weight)
+
+
+@pytest.mark.parametrize(
+    "content, what",
+    [
+        (b"", "it is empty"),
+        (b"weights: none\nsecond line", "it is a text file starting 'weights: none'"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(50), "it is a PNG image"),
+        (bytes(range(256)) * 4, "it is 1024 bytes of another format"),
+    ],
+)
+def test_a_file_that_is_not_a_checkpoint_is_named_with_what_it_is(tmp_path, content, what):
+    path = tmp_path / "weights.pth"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as e:
+        YolactCheckpointer(torch.nn.Linear(3, 2)).load(str(path))
+    assert f"The weights file {path} (MODEL.WEIGHTS) is not a checkpoint: {what}." in str(e.value)
+    assert "tools/convert_yolact_weights.py" in str(e.value)

@@ -1,3 +1,6 @@
+import itertools
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -50,6 +53,38 @@ def test_integer_offsets_equal_explicit_shifted_sampling():
     dcn2 = _conv(ModulatedDeformConv, bias=False)
     torch.testing.assert_close(dcn2(x, offset, mask), _shifted_sampling(x, dcn2.weight, offset, mask),
                                rtol=1e-4, atol=1e-4)
+
+
+def _bilinear_sampling(x, weight, offset, mask, padding=1):
+    """Explicit DCN, 3 x 3 taps, fractional offsets: each tap reads x bilinearly at (i + ky - p + dy,
+    j + kx - p + dx) from its four neighbouring pixels, 0 outside; all in the dtype of ``x``."""
+    n, c, h, w = x.shape
+    out = torch.zeros(n, weight.shape[0], h, w, dtype=x.dtype)
+    for b, i, j, k in itertools.product(range(n), range(h), range(w), range(9)):
+        ky, kx = divmod(k, 3)
+        y = i + ky - padding + offset[b, 2 * k, i, j].item()
+        xx = j + kx - padding + offset[b, 2 * k + 1, i, j].item()
+        y0, x0 = math.floor(y), math.floor(xx)
+        for yi, xi in itertools.product((y0, y0 + 1), (x0, x0 + 1)):
+            if 0 <= yi < h and 0 <= xi < w:
+                share = (1 - abs(y - yi)) * (1 - abs(xx - xi)) * mask[b, k, i, j].item()
+                out[b, :, i, j] += weight[:, :, ky, kx] @ x[b, :, yi, xi] * share
+    return out
+
+
+def test_float64_samples_in_float64():
+    # fractional offsets at coordinates up to ~10: float32 coordinates would be off by ~1e-6 pixels
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 2, 5, 6, generator=g, dtype=torch.float64)
+    offset = torch.randn(1, 18, 5, 6, generator=g, dtype=torch.float64) * 1.7
+    mask = torch.rand(1, 9, 5, 6, generator=g, dtype=torch.float64)
+    conv = ModulatedDeformConv(2, 3, kernel_size=3, padding=1, bias=False).double()
+    expected = _bilinear_sampling(x, conv.weight.detach(), offset, mask)
+    out = conv(x, offset, mask)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    traced = torch.jit.trace(conv, (x, offset, mask))  # torchvision's op, in float64 too
+    torch.testing.assert_close(traced(x, offset, mask), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_sampled_op_takes_channels_last_tensors():

@@ -9,7 +9,8 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from yolact_d2.modeling.anchors import build_box2box_transform
-from yolact_d2.modeling.loss import YolactLoss, match_anchors, ohem_negatives
+from yolact_d2.modeling.loss import YolactLoss, force_best_anchors, match_anchors, ohem_negatives
+from yolact_d2.modeling.masks import batched_box_iou
 from yolact_d2.modeling.semantic_seg import YolactSemSegHead
 
 
@@ -43,6 +44,128 @@ def test_matcher_forces_each_gt_onto_a_distinct_best_anchor():
     matched, state = match_anchors(anchors, gt, torch.zeros(0, 4), 0.5, 0.4, 0.7)
     assert state.tolist() == [1, 1]
     assert matched.tolist() == [1, 0]
+
+
+def _pairwise_iou(gt, anchors):
+    """IoU (G, R) by a plain loop over pairs (exact on the small-integer boxes of these tests)."""
+    out = torch.zeros(len(gt), len(anchors))
+    for g, (gx1, gy1, gx2, gy2) in enumerate(gt.tolist()):
+        for a, (ax1, ay1, ax2, ay2) in enumerate(anchors.tolist()):
+            inter = max(min(gx2, ax2) - max(gx1, ax1), 0) * max(min(gy2, ay2) - max(gy1, ay1), 0)
+            out[g, a] = inter / ((gx2 - gx1) * (gy2 - gy1) + (ax2 - ax1) * (ay2 - ay1) - inter)
+    return out
+
+
+def _original_forcing(iou):
+    """
+    dbolya/yolact's forcing (layers/box_utils.py, ``match``), restated: once per GT, every GT's best anchor and
+    IoU by ``max(1)``, the GT of the highest of those by ``max(0)``, then that anchor's column and that GT's row
+    set to -1. torch's max returns the first maximum, so ties go to the lower GT, then the lower anchor index.
+    Returns {gt: anchor}.
+    """
+    iou = iou.clone()
+    forced = {}
+    for _ in range(iou.shape[0]):
+        best_iou, best_anchor = iou.max(1)
+        gt = int(best_iou.max(0)[1])
+        anchor = int(best_anchor[gt])
+        iou[:, anchor] = -1
+        iou[gt, :] = -1
+        forced[gt] = anchor
+    return forced
+
+
+def _original_match(anchors, gt, crowd, positive_iou, negative_iou, crowd_iou):
+    """The original's whole matching restated: per-anchor best GT, forced anchors, thresholds, crowds."""
+    iou = _pairwise_iou(gt, anchors)
+    matched, state = [], []
+    forced = {a: g for g, a in _original_forcing(iou).items()} if len(gt) else {}
+    for a, anchor in enumerate(anchors.tolist()):
+        column = iou[:, a].tolist()
+        best = max(column, default=0.0)
+        g = column.index(best) if column else 0
+        if a in forced:
+            g, best = forced[a], 2.0
+        matched.append(g)
+        state.append(1 if best >= positive_iou else 0 if best < negative_iou else -1)
+        ax1, ay1, ax2, ay2 = anchor
+        covered = max((max(min(cx2, ax2) - max(cx1, ax1), 0) * max(min(cy2, ay2) - max(cy1, ay1), 0)
+                       for cx1, cy1, cx2, cy2 in crowd.tolist()), default=0.0) / ((ax2 - ax1) * (ay2 - ay1))
+        if state[-1] != 1 and covered > crowd_iou:
+            state[-1] = -1
+    return torch.tensor(matched), torch.tensor(state)
+
+
+def _square_grid(cells, stride, size):
+    """Square anchors of side ``size`` centred on a cells x cells grid of ``stride`` pixels, row-major: (cells^2, 4)."""
+    centre = (torch.arange(cells, dtype=torch.float32) + 0.5) * stride
+    cy, cx = torch.meshgrid(centre, centre, indexing="ij")
+    c = torch.stack([cx, cy], -1).reshape(-1, 2)
+    return torch.cat([c - size / 2, c + size / 2], 1)
+
+
+def test_forced_anchor_ties_go_to_the_first_anchor_and_the_first_gt_as_in_the_original():
+    # 16-px anchors every 8 px on a 64-px input: a 4 x 4 GT at (20, 20) lies inside the anchors of rows and
+    # columns 2 and 3, all at IoU 16 / 256 (< 0.4: only forcing makes them positive)
+    anchors = _square_grid(8, 8, 16)
+    gt = torch.tensor([[20.0, 20, 24, 24]] * 3 + [[44.0, 4, 48, 8]])
+    iou = _pairwise_iou(gt, anchors)
+    assert (iou[0] == iou[0].max()).nonzero().squeeze(1).tolist() == [18, 19, 26, 27]
+    gts, forced = force_best_anchors(iou)
+    # identical GTs 0, 1, 2 tie too: the lower GT first, each on the first anchor still free; GT 3 (IoU 16/256
+    # with the anchors of rows 0, 1 and columns 5, 6) contends with none of them and takes row 0, column 5
+    assert dict(zip(gts.tolist(), forced.tolist())) == {0: 18, 1: 19, 2: 26, 3: 5} == _original_forcing(iou)
+    matched, state = match_anchors(anchors, gt, torch.zeros(0, 4), 0.5, 0.4, 0.7)
+    assert state.nonzero().squeeze(1).tolist() == [5, 18, 19, 26]
+    assert matched[[5, 18, 19, 26]].tolist() == [3, 0, 1, 2]
+    # more GTs than anchors: each anchor is forced once, onto the GTs first in the order
+    gts, forced = force_best_anchors(iou[:, [18, 19]])
+    assert dict(zip(gts.tolist(), forced.tolist())) == {0: 0, 1: 1}
+
+
+def _random_grid_case(g):
+    """Anchors and GT boxes on a small integer grid (many exact IoU ties), some GTs duplicated, maybe a crowd."""
+    num_anchors = int(torch.randint(1, 40, (1,), generator=g))
+    num_gt = min(int(torch.randint(0, 9, (1,), generator=g)), num_anchors)
+
+    def boxes(n):
+        xy = torch.randint(0, 8, (n, 2), generator=g).float()
+        return torch.cat([xy, xy + torch.randint(1, 5, (n, 2), generator=g).float()], 1)
+
+    anchors, gt = boxes(num_anchors), boxes(num_gt)
+    if num_gt > 1:
+        gt[-1] = gt[0]
+    crowd = boxes(int(torch.randint(0, 2, (1,), generator=g)))
+    return anchors, gt, crowd
+
+
+def test_matching_equals_the_originals_rule_on_random_tied_grids():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        anchors, gt, crowd = _random_grid_case(g)
+        iou = _pairwise_iou(gt, anchors)
+        gts, forced = force_best_anchors(iou)
+        assert dict(zip(gts.tolist(), forced.tolist())) == (_original_forcing(iou) if len(gt) else {})
+        matched, state = match_anchors(anchors, gt, crowd, 0.5, 0.4, 0.3)
+        expected_matched, expected_state = _original_match(anchors, gt, crowd, 0.5, 0.4, 0.3)
+        assert state.tolist() == expected_state.tolist()
+        assert matched.tolist() == expected_matched.tolist()
+
+
+def test_forcing_at_coco_scale_equals_the_originals_rule():
+    # the 6416 anchor positions of the 550-px layout, each three times (19248 anchors: every IoU ties three ways),
+    # 20 GTs of which 5 share a centre and 5 are tiny: ties between anchors and contention between GTs
+    g = torch.Generator().manual_seed(1)
+    anchors = torch.cat([_square_grid(n, 550 / n, s) for n, s in [(69, 24), (35, 48), (18, 96), (9, 192), (5, 384)]])
+    anchors = torch.cat([anchors, anchors, anchors])[:19248]
+    centre = torch.rand(20, 2, generator=g) * 550
+    centre[:5] = centre[0]
+    half = torch.rand(20, 2, generator=g) * 100 + 2
+    half[5:10] = 1.0
+    gt = torch.cat([centre - half, centre + half], 1)
+    iou = batched_box_iou(gt, anchors)
+    gts, forced = force_best_anchors(iou)
+    assert dict(zip(gts.tolist(), forced.tolist())) == _original_forcing(iou)
 
 
 def test_ohem_picks_the_hardest_negatives_three_per_positive():
@@ -345,3 +468,14 @@ def test_images_under_the_cap_keep_weight_one(cfg):
     loss = _loss_module(cfg)
     samples = loss.sample_masks(*_busy_image(5))
     assert samples[0].weight == 1.0 and samples[0].logits.shape[0] == 5
+
+
+def test_gt_class_ids_are_checked_on_the_cpu_and_never_read_from_a_device(cfg):
+    loss = _loss_module(cfg, num_classes=3)
+    inst = Instances((32, 32))
+    inst.gt_classes = torch.tensor([0, 3])
+    with pytest.raises(ValueError, match="GT class id 3 is >= MODEL.YOLACT.NUM_CLASSES=3"):
+        loss.check_gt_classes([inst])
+    # a device tensor is left unread (no device sync per step): "meta" stands for any device, it has no values
+    inst.gt_classes = torch.tensor([0, 3], device="meta")
+    loss.check_gt_classes([inst])

@@ -57,17 +57,18 @@ def sampled_deform_conv2d(
     Returns:
         (N, O, H', W') in the dtype of ``x``.
 
-    Sampling coordinates and the bilinear sampling are computed in float32 whatever the dtype of ``x`` and
-    ``offset``: in bfloat16 (8 significant bits) a coordinate of a few tens of pixels would lose its fractional
-    part. The matrix product runs in the dtype of ``x`` (or autocast's).
+    Sampling coordinates and the bilinear sampling are computed in the wider of float32 and the dtype of
+    ``x``: in bfloat16 (8 significant bits) a coordinate of a few tens of pixels would lose its fractional
+    part, and float64 stays float64. The matrix product runs in the dtype of ``x`` (or autocast's).
     """
     n, c, h, w = x.shape
     out_channels, group_channels, kh, kw = weight.shape
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
     taps, (out_h, out_w) = kh * kw, offset.shape[-2:]
     deform_groups, groups = offset.shape[1] // (2 * taps), c // group_channels
-    off = offset.float().reshape(n, deform_groups, taps, 2, out_h, out_w)  # reshape: any memory format
-    coord = {"device": x.device, "dtype": torch.float32}
+    sampling_dtype = torch.promote_types(x.dtype, torch.float32)
+    off = offset.to(sampling_dtype).reshape(n, deform_groups, taps, 2, out_h, out_w)  # reshape: any memory format
+    coord = {"device": x.device, "dtype": sampling_dtype}
     tap_y = (torch.arange(kh, **coord) * dh).repeat_interleave(kw)
     tap_x = (torch.arange(kw, **coord) * dw).repeat(kh)
     rows = torch.arange(out_h, **coord) * sh - ph
@@ -77,12 +78,12 @@ def sampled_deform_conv2d(
     # grid_sample's normalised coordinates with align_corners=False: pixel p -> (2p + 1) / size - 1
     grid = torch.stack(((2 * xs + 1) / w - 1, (2 * ys + 1) / h - 1), dim=-1)
     samples = F.grid_sample(
-        x.float().reshape(n * deform_groups, c // deform_groups, h, w),
+        x.to(sampling_dtype).reshape(n * deform_groups, c // deform_groups, h, w),
         grid.view(n * deform_groups, taps * out_h, out_w, 2),
         mode="bilinear", padding_mode="zeros", align_corners=False,
     ).view(n, deform_groups, c // deform_groups, taps, out_h * out_w)
     if mask is not None:
-        samples = samples * mask.float().reshape(n, deform_groups, 1, taps, out_h * out_w)
+        samples = samples * mask.to(sampling_dtype).reshape(n, deform_groups, 1, taps, out_h * out_w)
     samples = samples.to(x.dtype).view(n, groups, group_channels * taps, out_h * out_w)
     out = weight.reshape(groups, out_channels // groups, group_channels * taps) @ samples
     out = out.view(n, out_channels, out_h, out_w)
@@ -127,7 +128,7 @@ class _DeformConvBase(nn.Module):
         if implementation == "sampled":
             return sampled_deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation,
                                          mask)
-        if x.is_cuda or x.dtype == torch.float32:
+        if x.is_cuda or x.dtype in (torch.float32, torch.float64):
             return deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
         # torchvision's CPU kernel has no bfloat16 / float16 (e.g. tracing a model under CPU autocast)
         args = [None if t is None else t.float() for t in (x, offset, self.weight, self.bias, mask)]

@@ -22,7 +22,7 @@ from detectron2.utils.events import get_event_storage
 from .mask_rescoring import mask_iou
 from .masks import assemble_mask_logits, batched_box_iou, box_crop_masks
 
-__all__ = ["match_anchors", "ohem_negatives", "softmax_focal_loss", "SampledMasks", "YolactLoss"]
+__all__ = ["match_anchors", "force_best_anchors", "ohem_negatives", "softmax_focal_loss", "SampledMasks", "YolactLoss"]
 
 POSITIVE, NEGATIVE, NEUTRAL = 1, 0, -1
 
@@ -58,6 +58,42 @@ def _crowd_overlap(anchors: torch.Tensor, crowd_boxes: torch.Tensor) -> torch.Te
     return (inter / area[:, None]).max(dim=1).values
 
 
+def force_best_anchors(iou: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """
+    The original's forcing of each GT onto one anchor: repeatedly, the highest-IoU pair of a GT not yet
+    forced and an anchor not yet claimed is forced; ties go to the lower GT index, then to the lower anchor
+    index (the first maximum, as torch's ``max`` / ``argmax`` return it). Stops when every GT (or every
+    anchor) is forced.
+
+    That greedy order is computed in rounds instead of one step per GT: in a round every GT takes its best
+    free anchor, and the pairs where the GT is also the anchor's best free GT are forced together. Such a
+    pair precedes every other pair of its GT and of its anchor in the order above, so the greedy forces
+    it too; the first pair of the order is always one, so each round forces at least one GT (usually all).
+    A round reads one number from the device (the count forced).
+
+    Args:
+        iou: (G, R) IoU in [0, 1] of the GTs with the anchors.
+    Returns:
+        gts (F,) and anchors (F,) int64, the forced pairs, F = min(G, R), anchors distinct.
+    """
+    num_gt, num_anchors = iou.shape
+    iou = iou.clone()
+    gt_index = torch.arange(num_gt, device=iou.device)
+    forced = torch.full_like(gt_index, -1)  # (G,) each GT's forced anchor, -1 while it has none
+    left = min(num_gt, num_anchors)
+    while left > 0:
+        best_anchor = iou.argmax(dim=1)  # (G,) each GT's first best free anchor
+        best_gt = iou[:, best_anchor].argmax(dim=0)  # (G,) the first best free GT of that anchor
+        new = (forced < 0) & (best_gt == gt_index)
+        forced = torch.where(new, best_anchor, forced)
+        claimed = torch.zeros(num_anchors, dtype=torch.int64, device=iou.device).index_add_(0, best_anchor, new.long())
+        iou.masked_fill_((claimed > 0)[None, :] | new[:, None], -1)  # out of the race, as in the original
+        left -= int(new.sum())
+    if num_gt > num_anchors:  # the GTs left without an anchor
+        return gt_index[forced >= 0], forced[forced >= 0]
+    return gt_index, forced
+
+
 def match_anchors(
     anchors: torch.Tensor,
     gt_boxes: torch.Tensor,
@@ -67,10 +103,10 @@ def match_anchors(
     crowd_iou: float,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """
-    YOLACT's (SSD's) matching. Each anchor takes the GT it overlaps most: positive if IoU >= positive_iou,
-    negative if < negative_iou, neutral in between. Then, greedily by decreasing IoU, each GT claims its
-    best anchor as a positive (an anchor and a GT are claimed once). Finally non-positive anchors covered
-    by a crowd box for more than ``crowd_iou`` of their area are neutral.
+    YOLACT's (SSD's) matching. Each anchor takes the GT it overlaps most (the lower GT index on a tie):
+    positive if IoU >= positive_iou, negative if < negative_iou, neutral in between. Then each GT is forced
+    onto its best anchor as a positive, greedily by decreasing IoU (:func:`force_best_anchors`). Finally
+    non-positive anchors covered by a crowd box for more than ``crowd_iou`` of their area are neutral.
 
     Args:
         anchors: (R, 4); gt_boxes: (G, 4); crowd_boxes: (M, 4).
@@ -84,14 +120,9 @@ def match_anchors(
     if gt_boxes.shape[0] > 0:
         iou = batched_box_iou(gt_boxes, anchors)  # (G, R)
         best_iou, matched = iou.max(dim=0)
-        for _ in range(gt_boxes.shape[0]):
-            best_per_gt, best_anchor = iou.max(dim=1)
-            gt = best_per_gt.argmax()
-            anchor = best_anchor[gt]
-            iou[:, anchor] = -1
-            iou[gt, :] = -1
-            best_iou[anchor] = 2.0
-            matched[anchor] = gt
+        gts, forced = force_best_anchors(iou)
+        best_iou[forced] = 2.0
+        matched[forced] = gts
         state = torch.where(best_iou >= positive_iou, POSITIVE, torch.where(best_iou < negative_iou, NEGATIVE, NEUTRAL))
     crowded = (_crowd_overlap(anchors, crowd_boxes) > crowd_iou) & (state != POSITIVE)
     return matched, torch.where(crowded, torch.full_like(state, NEUTRAL), state)
@@ -353,6 +384,20 @@ class YolactLoss(nn.Module):
         one_hot = F.one_hot(gt.gt_classes, self.num_classes).t().to(masks.dtype)  # (C, G)
         return (one_hot @ masks).clamp(max=1).reshape(self.num_classes, *size)
 
+    def check_gt_classes(self, gt_instances: List[Instances]) -> None:
+        """
+        Refuse GT class ids >= ``num_classes``, for GT held on the CPU only: reading a device tensor's
+        maximum would stall the device at every step, and training from the project's loader needs no such
+        check (its class count is checked when the loader is built, and the mapper's ids are below it).
+        """
+        for gt in gt_instances:
+            classes = gt.gt_classes
+            if classes.device.type == "cpu" and len(classes) > 0 and int(classes.max()) >= self.num_classes:
+                raise ValueError(
+                    f"A GT class id {int(classes.max())} is >= MODEL.YOLACT.NUM_CLASSES={self.num_classes}: the "
+                    f"config's class count disagrees with the dataset"
+                )
+
     def forward(self, predictions: Dict, gt_instances: List[Instances], crowd_boxes: List[Boxes],
                 box2box_transform: Box2BoxTransform, mask_rescoring: Optional[nn.Module] = None
                 ) -> Dict[str, torch.Tensor]:
@@ -368,12 +413,7 @@ class YolactLoss(nn.Module):
             dict of weighted losses. Inside a training loop (an event storage), the number of positive
             anchors and of trained masks per image are recorded too (``num_pos_anchors``, ``num_masks_trained``).
         """
-        for gt in gt_instances:
-            if len(gt) > 0 and int(gt.gt_classes.max()) >= self.num_classes:
-                raise ValueError(
-                    f"A GT class id {int(gt.gt_classes.max())} is >= MODEL.YOLACT.NUM_CLASSES="
-                    f"{self.num_classes}: the config's class count disagrees with the dataset"
-                )
+        self.check_gt_classes(gt_instances)
         anchors = predictions["anchors"]
         matched, state = self.match(anchors, gt_instances, crowd_boxes)
         positives = int((state == POSITIVE).sum())
