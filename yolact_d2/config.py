@@ -232,6 +232,9 @@ def add_yolact_config(cfg):
     # The trainer's optimizer: "SGD" (detectron2's, the paper's) or "ADAMW" (for training from scratch, as the
     # embedded-dataset configs do), both with SOLVER.BASE_LR / WEIGHT_DECAY / CLIP_GRADIENTS.
     _C.SOLVER.OPTIMIZER = "SGD"
+    # How many periodic checkpoints (model_<iter>.pth) the trainer keeps, deleting the oldest; 0 keeps them all
+    # (detectron2's behaviour). model_final.pth is always kept.
+    _C.SOLVER.CHECKPOINT_MAX_TO_KEEP = 0
 
     # Training only: an image file that cannot be read (corrupt, truncated, deleted after the dataset was loaded)
     # is skipped with a warning naming it, another image taking its place (True), or stops training with an error
