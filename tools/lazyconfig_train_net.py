@@ -87,7 +87,7 @@ def do_train(args, cfg):
     trainer.register_hooks([
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-        FiniteParameters(),  # before the checkpointer and the evaluation of each step
+        FiniteParameters((cfg.train.checkpointer.period, cfg.train.eval_period)),  # before those hooks
         hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main_process else None,
         hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
         hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)

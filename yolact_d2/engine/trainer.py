@@ -71,12 +71,14 @@ def check_finite_parameters(model: nn.Module, when: str) -> None:
     """
     Stop with a FloatingPointError naming the parameters of ``model`` that hold a NaN or infinity (``when``:
     "after iteration 41", "before evaluation"), so that neither a checkpoint nor an evaluation is made of them.
-    One device synchronisation.
+    A NaN or infinity anywhere makes the sum of all weights non-finite: one reduction, one device synchronisation.
     """
-    params = dict(model.named_parameters())
-    if bool(torch.stack([torch.isfinite(p.detach()).all() for p in params.values()]).all()):
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    if not params or bool(torch.stack([p.sum(dtype=torch.float32) for p in params.values()]).sum().isfinite()):
         return
-    bad = [name for name, p in params.items() if not torch.isfinite(p.detach()).all()]
+    bad = [name for name, p in params.items() if not torch.isfinite(p).all()]
+    if not bad:  # finite weights whose sum overflowed
+        return
     shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
     raise FloatingPointError(
         f"Non-finite weights {when}: {shown}. {_NON_FINITE_ADVICE}, and train again from the last checkpoint "
@@ -86,13 +88,21 @@ def check_finite_parameters(model: nn.Module, when: str) -> None:
 
 class FiniteParameters(HookBase):
     """
-    After each step, before the checkpointer and the evaluation of that step, stop training with a named error
-    (:func:`check_finite_parameters`) when the step left non-finite weights, e.g. from a non-finite gradient
-    of finite losses.
+    Before the checkpointer and the evaluation of a step, stop training with a named error
+    (:func:`check_finite_parameters`) when the step left non-finite weights, e.g. from a non-finite gradient of
+    finite losses. Checked after the steps whose weights are saved or evaluated: every ``period`` iterations for
+    each of ``periods`` (those of the checkpointer and of the evaluation; 0 for none) and after the last one. In
+    between, a non-finite weight makes the next forward's losses non-finite, which :func:`check_finite_losses`
+    reports.
     """
 
+    def __init__(self, periods):
+        self.periods = [int(p) for p in periods if p > 0]
+
     def after_step(self):
-        check_finite_parameters(self.trainer.model, f"after iteration {self.trainer.iter}")
+        next_iter = self.trainer.iter + 1
+        if next_iter >= self.trainer.max_iter or any(next_iter % p == 0 for p in self.periods):
+            check_finite_parameters(self.trainer.model, f"after iteration {self.trainer.iter}")
 
 
 def check_total_batch_size(total: int, key: str) -> None:
@@ -267,7 +277,8 @@ class YolactTrainer(DefaultTrainer):
         if max_to_keep < 0:
             raise ValueError(f"SOLVER.CHECKPOINT_MAX_TO_KEEP={max_to_keep}: give a number of checkpoints, or 0 for all")
         default = super().build_hooks()
-        return [FiniteParameters()] + [
+        periods = (self.cfg.SOLVER.CHECKPOINT_PERIOD, self.cfg.TEST.EVAL_PERIOD)
+        return [FiniteParameters(periods)] + [
             hooks.PeriodicCheckpointer(self.checkpointer, h.period, max_to_keep=max_to_keep or None)
             if isinstance(h, hooks.PeriodicCheckpointer) else h
             for h in default
