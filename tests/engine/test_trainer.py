@@ -79,7 +79,8 @@ def _amp_trainer(cfg, tiny_dataset, tmp_path):
     cfg.SOLVER.AMP.ENABLED = True
     trainer = YolactTrainer(cfg)
     feature_dtypes = []
-    trainer.checkpointer.model.backbone.register_forward_hook(lambda module, args, out: feature_dtypes.append(out["p3"].dtype))
+    backbone = trainer.checkpointer.model.backbone  # the model trained, whatever wraps it
+    backbone.register_forward_hook(lambda module, args, out: feature_dtypes.append(out["p3"].dtype))
     trainer.resume_or_load(resume=False)
     return trainer, feature_dtypes
 
