@@ -65,7 +65,7 @@ def _unknown_keys_named(cfg: CN, source: str):
 
 
 def close_keys_hint(key: str, keys: Iterable[str], owner: str) -> str:
-    """"did you mean A or B?": the keys among ``keys`` closest to the unknown ``key``; else that none of ``owner``'s is."""
+    """"did you mean A or B?" (the keys among ``keys`` closest to ``key``), else that none of ``owner``'s is close."""
     close = difflib.get_close_matches(key, list(keys), n=3, cutoff=0.8)
     return f"did you mean {' or '.join(close)}?" if close else f"no key of {owner} is close"
 
