@@ -10,10 +10,14 @@ Train and evaluate YOLACT from a LazyConfig (a Python config file, detectron2's 
 The config file defines ``model``, ``dataloader.{train,test,evaluator}``, ``optimizer`` (its
 ``params.model`` is set here), ``lr_multiplier`` and ``train`` (output_dir, init_checkpoint, max_iter,
 amp.enabled, ddp, checkpointer, eval_period, log_period, device), as detectron2's ``configs/common/train.py``.
-Overrides are ``key=value`` pairs after the flags. Unlike detectron2's own script it trains multi-process on
+Overrides are ``key=value`` pairs after the flags; a key the config does not have is refused, with the closest
+ones it has. Unlike detectron2's own script it trains multi-process on
 CPUs and in mixed precision on a CPU with native bfloat16, as tools/train_net.py does.
 """
 import logging
+from typing import Iterator, List
+
+from omegaconf import OmegaConf
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
@@ -22,15 +26,46 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from yolact_d2.config import close_keys_hint
 from yolact_d2.engine import build_step_trainer, wrap_ddp
+from yolact_d2.engine.trainer import (
+    FiniteParameters, check_finite_losses, check_finite_parameters, check_total_batch_size,
+)
 
 logger = logging.getLogger("detectron2")
 
 
+def _dotted_keys(node, prefix: str = "") -> Iterator[str]:
+    """Every key of a plain container of a config, dotted: the nodes and the leaves (lists are leaves)."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            yield prefix + name
+            yield from _dotted_keys(value, f"{prefix}{name}.")
+
+
+def apply_overrides(cfg, overrides: List[str]):
+    """
+    detectron2's ``LazyConfig.apply_overrides`` of ``key=value`` strings, after checking that each key is one of
+    ``cfg`` (which detectron2 would add silently, so that a misspelt ``train.max_itr=30`` ran the whole schedule):
+    a KeyError names an unknown key and the closest existing ones.
+    """
+    keys = set(_dotted_keys(OmegaConf.to_container(cfg, resolve=False)))
+    for override in overrides:
+        key = override.split("=", 1)[0].strip()
+        if key not in keys:
+            hint = close_keys_hint(key, keys, "the config")
+            raise KeyError(f"Non-existent config key: {key} (in the overrides): {hint}")
+    return LazyConfig.apply_overrides(cfg, overrides)
+
+
 def do_test(cfg, model):
-    """COCO evaluation of ``model`` on ``dataloader.test`` with ``dataloader.evaluator``; {} without an evaluator."""
+    """
+    COCO evaluation of ``model`` on ``dataloader.test`` with ``dataloader.evaluator``; {} without an evaluator.
+    A model with non-finite weights is refused (FloatingPointError).
+    """
     if "evaluator" not in cfg.dataloader:
         return {}
+    check_finite_parameters(model, "before evaluation")
     results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
     print_csv_format(results)
     return results
@@ -38,8 +73,10 @@ def do_test(cfg, model):
 
 def do_train(args, cfg):
     """Build everything from ``cfg``, train ``train.max_iter`` iterations (resuming with ``--resume``), evaluate."""
+    check_total_batch_size(cfg.dataloader.train.total_batch_size, "dataloader.train.total_batch_size")
     model = instantiate(cfg.model).to(cfg.train.device)
     logger.info(f"Model:\n{model}")
+    model.register_forward_hook(check_finite_losses)
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
     train_loader = instantiate(cfg.dataloader.train)
@@ -50,6 +87,7 @@ def do_train(args, cfg):
     trainer.register_hooks([
         hooks.IterationTimer(),
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+        FiniteParameters((cfg.train.checkpointer.period, cfg.train.eval_period)),  # before those hooks
         hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if main_process else None,
         hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
         hooks.PeriodicWriter(default_writers(cfg.train.output_dir, cfg.train.max_iter), period=cfg.train.log_period)
@@ -62,7 +100,7 @@ def do_train(args, cfg):
 
 
 def main(args):
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    cfg = apply_overrides(LazyConfig.load(args.config_file), args.opts)
     default_setup(cfg, args)
     setup_logger(cfg.train.output_dir, comm.get_rank(), name="yolact_d2")  # as default_setup does for detectron2's
     if args.eval_only:

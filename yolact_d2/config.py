@@ -2,12 +2,12 @@
 import argparse
 import contextlib
 import difflib
-from typing import Iterator, List
+from typing import Iterable, Iterator, List
 
 from detectron2.config import CfgNode as CN
 from detectron2.config import get_cfg
 
-__all__ = ["add_yolact_config", "load_yolact_config", "add_config_arguments", "config_overrides"]
+__all__ = ["add_yolact_config", "load_yolact_config", "add_config_arguments", "config_overrides", "close_keys_hint"]
 
 
 def load_yolact_config(config_file: str, opts: List[str]) -> CN:
@@ -60,9 +60,14 @@ def _unknown_keys_named(cfg: CN, source: str):
         message = str(e.args[0]) if e.args else ""
         if not message.startswith("Non-existent"):
             raise
-        close = difflib.get_close_matches(message.rsplit(" ", 1)[-1], list(_full_keys(cfg)), n=3, cutoff=0.8)
-        hint = f"did you mean {' or '.join(close)}?" if close else "no key of detectron2 or add_yolact_config is close"
+        hint = close_keys_hint(message.rsplit(" ", 1)[-1], _full_keys(cfg), "detectron2 or add_yolact_config")
         raise KeyError(f"{message} (in {source}): {hint}") from e
+
+
+def close_keys_hint(key: str, keys: Iterable[str], owner: str) -> str:
+    """"did you mean A or B?" (the keys among ``keys`` closest to ``key``), else that none of ``owner``'s is close."""
+    close = difflib.get_close_matches(key, list(keys), n=3, cutoff=0.8)
+    return f"did you mean {' or '.join(close)}?" if close else f"no key of {owner} is close"
 
 
 def _full_keys(node: CN, prefix: str = "") -> Iterator[str]:
@@ -232,6 +237,9 @@ def add_yolact_config(cfg):
     # The trainer's optimizer: "SGD" (detectron2's, the paper's) or "ADAMW" (for training from scratch, as the
     # embedded-dataset configs do), both with SOLVER.BASE_LR / WEIGHT_DECAY / CLIP_GRADIENTS.
     _C.SOLVER.OPTIMIZER = "SGD"
+    # How many periodic checkpoints (model_<iter>.pth) the trainer keeps, deleting the oldest; 0 keeps them all
+    # (detectron2's behaviour). model_final.pth is always kept.
+    _C.SOLVER.CHECKPOINT_MAX_TO_KEEP = 0
 
     # Training only: an image file that cannot be read (corrupt, truncated, deleted after the dataset was loaded)
     # is skipped with a warning naming it, another image taking its place (True), or stops training with an error

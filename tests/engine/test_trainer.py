@@ -8,16 +8,16 @@ import pytest
 import torch
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.engine import SimpleTrainer
+from detectron2.engine import hooks
 from detectron2.evaluation import inference_on_dataset
 from detectron2.solver.build import get_default_optimizer_params
 from detectron2.structures import BitMasks, Boxes, Instances
-from detectron2.utils.events import get_event_storage
+from detectron2.utils.events import EventStorage, get_event_storage
 
 from yolact_d2.data import YolactDatasetMapper, register_coco_dataset
 from yolact_d2.engine import AutocastTrainer, YolactTrainer
 from yolact_d2.engine import trainer as trainer_module
-from yolact_d2.engine.trainer import drop_metrics_from
+from yolact_d2.engine.trainer import AutocastModel, check_finite_losses, drop_metrics_from
 from yolact_d2.evaluation import YolactCOCOEvaluator
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -79,7 +79,8 @@ def _amp_trainer(cfg, tiny_dataset, tmp_path):
     cfg.SOLVER.AMP.ENABLED = True
     trainer = YolactTrainer(cfg)
     feature_dtypes = []
-    trainer.model.backbone.register_forward_hook(lambda module, args, out: feature_dtypes.append(out["p3"].dtype))
+    backbone = trainer.checkpointer.model.backbone  # the model trained, whatever wraps it
+    backbone.register_forward_hook(lambda module, args, out: feature_dtypes.append(out["p3"].dtype))
     trainer.resume_or_load(resume=False)
     return trainer, feature_dtypes
 
@@ -87,12 +88,13 @@ def _amp_trainer(cfg, tiny_dataset, tmp_path):
 def test_amp_on_a_cpu_with_native_bfloat16_trains_in_bfloat16(cfg, tiny_dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(trainer_module, "cpu_has_native_bfloat16", lambda: True)
     trainer, feature_dtypes = _amp_trainer(cfg, tiny_dataset, tmp_path)
-    before = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    model = trainer.checkpointer.model
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     trainer.train()
-    assert isinstance(trainer._trainer, AutocastTrainer)
+    assert isinstance(trainer.model, AutocastModel) and trainer.model.module is model
     # two training steps in bfloat16, then the final evaluation of the 6 images in float32
     assert feature_dtypes == [torch.bfloat16] * 2 + [torch.float32] * 6
-    after = trainer.model.state_dict()
+    after = model.state_dict()
     assert all(after[k].dtype == v.dtype for k, v in before.items())  # the parameters stay float32
     assert not torch.equal(after["head.cls_score.weight"], before["head.cls_score.weight"])
     losses = [v for v, _ in trainer.storage.history("total_loss").values()]
@@ -105,7 +107,7 @@ def test_amp_on_a_cpu_without_native_bfloat16_trains_in_float32_and_warns(cfg, t
     with caplog.at_level("WARNING", logger=trainer_module.__name__):
         trainer, feature_dtypes = _amp_trainer(cfg, tiny_dataset, tmp_path)
     trainer.train()
-    assert type(trainer._trainer) is SimpleTrainer  # pylint: disable=unidiomatic-typecheck
+    assert trainer.model is trainer.checkpointer.model  # not wrapped in autocast
     assert feature_dtypes == [torch.float32] * 8
     assert "no native bfloat16" in caplog.text and "trains in float32" in caplog.text
 
@@ -289,3 +291,97 @@ def test_drop_metrics_from_keeps_the_records_before_the_resumed_iteration(tmp_pa
     drop_metrics_from(str(path), 100)  # a later iteration: nothing to drop
     assert path.read_text() == "".join(_metrics_line(i) for i in range(6))
     drop_metrics_from(str(tmp_path / "missing.json"), 3)  # no file: nothing to do
+
+
+class _LinearLoss(torch.nn.Module):
+    """y = W x; in training a single-tensor loss sum(y)^2, recording the dtype y was computed in."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 3)
+        self.dtypes = []
+
+    def forward(self, x):
+        y = self.linear(x)
+        self.dtypes.append(y.dtype)
+        return y.float().sum() ** 2 if self.training else y
+
+
+def test_autocast_trainer_runs_simple_trainers_loop_with_the_forward_in_bfloat16():
+    torch.manual_seed(0)
+    model, x = _LinearLoss(), torch.randn(2, 4)
+    w0, b0 = model.linear.weight.detach().clone(), model.linear.bias.detach().clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer.zero_grad = lambda *args, **kwargs: calls.append("zero_grad")  # SimpleTrainer's order of calls
+    calls = []
+    model.register_forward_pre_hook(lambda *args: calls.append("forward"))
+    trainer = AutocastTrainer(model, [x], optimizer, zero_grad_before_forward=True)
+    with EventStorage() as storage:
+        trainer.iter = 0
+        trainer.run_step()
+    assert calls == ["zero_grad", "forward"] and model.dtypes == [torch.bfloat16]
+    # a single-tensor loss, recorded as total_loss; the step in float32: w - lr * 2 s * d(s)/dw, s = sum(y)
+    s = (x.bfloat16() @ w0.bfloat16().t() + b0.bfloat16()).float().sum()
+    assert storage.history("total_loss").latest() == pytest.approx(float(s) ** 2, rel=1e-2)
+    assert model.linear.weight.dtype == torch.float32
+    expected = w0 - 0.1 * 2 * s * x.bfloat16().float().sum(0).expand(3, 4)
+    torch.testing.assert_close(model.linear.weight.detach(), expected, rtol=1e-2, atol=1e-2)
+    trainer.model.eval()
+    trainer.model(x)  # in eval mode the model's own forward, outside autocast
+    assert model.dtypes[-1] == torch.float32
+
+
+def test_check_finite_losses_synchronises_once_for_all_terms(monkeypatch):
+    syncs = []
+    for name in ("item", "__bool__"):
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, _f=original, _n=name: syncs.append(_n) or _f(self))
+    module = torch.nn.Module().train()
+    with EventStorage():
+        check_finite_losses(module, (), {f"loss_{k}": torch.tensor(float(k)) for k in range(4)})
+        assert len(syncs) == 1
+        with pytest.raises(FloatingPointError, match=r"iteration 0: loss_2 = inf \(all terms"):
+            check_finite_losses(module, (), {"loss_1": torch.tensor(1.0), "loss_2": torch.tensor(float("inf"))})
+
+
+def test_a_step_leaving_non_finite_weights_stops_training_before_its_checkpoint_and_evaluation(cfg, tiny_dataset,
+                                                                                               tmp_path):
+    cfg = _train_cfg(cfg, tiny_dataset, tmp_path, 3)
+    cfg.MODEL.YOLACT.INPUT_SIZE = 64
+    cfg.TEST.EVAL_PERIOD = 2  # evaluation and a checkpoint after iteration 1
+    trainer = YolactTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    weight = trainer.model.head.cls_score.weight
+
+    def poison_after_iteration_1(optimizer, args, kwargs):  # finite losses, then a non-finite weight
+        if get_event_storage().iter == 1:
+            weight.data[0, 0] = float("nan")
+
+    trainer.optimizer.register_step_post_hook(poison_after_iteration_1)
+    with pytest.raises(FloatingPointError, match=r"Non-finite weights after iteration 1: head.cls_score.weight\."):
+        trainer.train()
+    assert not os.path.exists(tmp_path / "model_0000001.pth")  # no checkpoint of the poisoned weights
+    assert not os.path.exists(tmp_path / "inference")  # no evaluation ran
+    with pytest.raises(FloatingPointError, match="Non-finite weights before evaluation: head.cls_score.weight"):
+        YolactTrainer.test(cfg, trainer.model)  # nor does it from a tool (e.g. --eval-only)
+
+
+def test_checkpoint_max_to_keep_keeps_the_last_periodic_checkpoints(cfg, tiny_dataset, tmp_path):
+    cfg = _train_cfg(cfg, tiny_dataset, tmp_path, 3)
+    cfg.MODEL.YOLACT.INPUT_SIZE = 64
+    cfg.DATASETS.TEST = ()
+    cfg.SOLVER.CHECKPOINT_PERIOD = 1
+    cfg.SOLVER.CHECKPOINT_MAX_TO_KEEP = 1
+    (checkpointer,) = [h for h in YolactTrainer(cfg).build_hooks() if isinstance(h, hooks.PeriodicCheckpointer)]
+    checkpointer.max_iter = 3
+    for iteration in range(3):  # as the hook's after_step calls it
+        checkpointer.step(iteration)
+    assert sorted(f for f in os.listdir(tmp_path) if f.endswith(".pth")) == ["model_0000002.pth", "model_final.pth"]
+
+
+def test_a_batch_size_the_processes_cannot_share_names_the_key(cfg, tiny_dataset, tmp_path):
+    cfg = _train_cfg(cfg, tiny_dataset, tmp_path, 1)
+    cfg.SOLVER.IMS_PER_BATCH = 0
+    with pytest.raises(ValueError, match=r"SOLVER.IMS_PER_BATCH=0: the total batch size, shared by the 1 training "
+                                         r"process\(es\), must be a positive multiple of 1; set SOLVER.IMS_PER_BATCH"):
+        YolactTrainer.build_train_loader(cfg)

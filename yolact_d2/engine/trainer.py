@@ -1,16 +1,17 @@
 """detectron2's DefaultTrainer, adapted to YOLACT's data, to distributed training and to mixed precision on CPUs."""
 import json
 import logging
+import math
 import os
-import time
 import weakref
 from typing import Mapping, Optional
 
 import torch
+from torch import nn
 
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.engine import AMPTrainer, DefaultTrainer, HookBase, SimpleTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.evaluation import COCOEvaluator
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
@@ -24,8 +25,8 @@ from ..layers import cpu_has_native_bfloat16
 from .checkpoint import YolactCheckpointer
 
 __all__ = [
-    "AutocastTrainer", "YolactTrainer", "build_adamw", "build_step_trainer", "wrap_ddp", "check_finite_losses",
-    "drop_metrics_from",
+    "AutocastModel", "AutocastTrainer", "FiniteParameters", "YolactTrainer", "build_adamw", "build_step_trainer",
+    "wrap_ddp", "check_finite_losses", "check_finite_parameters", "check_total_batch_size", "drop_metrics_from",
 ]
 
 logger = logging.getLogger(__name__)
@@ -47,18 +48,73 @@ def check_finite_losses(module: torch.nn.Module, inputs, outputs) -> None:
     A forward hook of the model: in training, where the model returns its loss terms, stop with an error naming
     each term that is NaN or infinite and the iteration, before the backward pass spreads it into the weights.
     detectron2's trainer reports only that their sum is not finite, after the backward pass, and on the
-    first process only.
+    first process only. The terms are checked together, with one device synchronisation per step.
     """
-    if not module.training or not isinstance(outputs, dict):
+    if not module.training or not isinstance(outputs, dict) or not outputs:
         return
-    bad = {name: value.item() for name, value in outputs.items() if not torch.isfinite(value).all()}
-    if bad:
-        terms = ", ".join(f"{name} = {value}" for name, value in bad.items())
-        all_terms = {name: round(value.item(), 6) for name, value in outputs.items()}
-        raise FloatingPointError(
-            f"Loss became non-finite at iteration {get_event_storage().iter}: {terms} (all terms: {all_terms}). "
-            f"Lower SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS or enable SOLVER.CLIP_GRADIENTS; the last "
-            f"checkpoint in OUTPUT_DIR is not affected"
+    if bool(torch.stack([torch.isfinite(value.detach()).all() for value in outputs.values()]).all()):
+        return
+    values = {name: value.detach().float().sum().item() for name, value in outputs.items()}
+    terms = ", ".join(f"{name} = {value}" for name, value in values.items() if not math.isfinite(value))
+    all_terms = {name: round(value, 6) for name, value in values.items()}
+    raise FloatingPointError(
+        f"Loss became non-finite at iteration {get_event_storage().iter}: {terms} (all terms: {all_terms}). "
+        f"{_NON_FINITE_ADVICE}; the last checkpoint in OUTPUT_DIR is not affected"
+    )
+
+
+# What to try when training diverges.
+_NON_FINITE_ADVICE = "Lower SOLVER.BASE_LR, raise SOLVER.WARMUP_ITERS or enable SOLVER.CLIP_GRADIENTS"
+
+
+def check_finite_parameters(model: nn.Module, when: str) -> None:
+    """
+    Stop with a FloatingPointError naming the parameters of ``model`` that hold a NaN or infinity (``when``:
+    "after iteration 41", "before evaluation"), so that neither a checkpoint nor an evaluation is made of them.
+    A NaN or infinity anywhere makes the sum of all weights non-finite: one reduction, one device synchronisation.
+    """
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    if not params or bool(torch.stack([p.sum(dtype=torch.float32) for p in params.values()]).sum().isfinite()):
+        return
+    bad = [name for name, p in params.items() if not torch.isfinite(p).all()]
+    if not bad:  # finite weights whose sum overflowed
+        return
+    shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    raise FloatingPointError(
+        f"Non-finite weights {when}: {shown}. {_NON_FINITE_ADVICE}, and train again from the last checkpoint "
+        f"with finite weights"
+    )
+
+
+class FiniteParameters(HookBase):
+    """
+    Before the checkpointer and the evaluation of a step, stop training with a named error
+    (:func:`check_finite_parameters`) when the step left non-finite weights, e.g. from a non-finite gradient of
+    finite losses. Checked after the steps whose weights are saved or evaluated: every ``period`` iterations for
+    each of ``periods`` (those of the checkpointer and of the evaluation; 0 for none) and after the last one. In
+    between, a non-finite weight makes the next forward's losses non-finite, which :func:`check_finite_losses`
+    reports.
+    """
+
+    def __init__(self, periods):
+        self.periods = [int(p) for p in periods if p > 0]
+
+    def after_step(self):
+        next_iter = self.trainer.iter + 1
+        if next_iter >= self.trainer.max_iter or any(next_iter % p == 0 for p in self.periods):
+            check_finite_parameters(self.trainer.model, f"after iteration {self.trainer.iter}")
+
+
+def check_total_batch_size(total: int, key: str) -> None:
+    """
+    The total batch size ``total`` (config key ``key``, e.g. ``SOLVER.IMS_PER_BATCH``) must be a positive multiple
+    of the number of processes, which share it; a ValueError naming the key says so.
+    """
+    world_size = comm.get_world_size()
+    if total <= 0 or total % world_size:
+        raise ValueError(
+            f"{key}={total}: the total batch size, shared by the {world_size} training process(es), must be a "
+            f"positive multiple of {world_size}; set {key} to e.g. {world_size * max(1, -(-total // world_size))}"
         )
 
 
@@ -94,32 +150,36 @@ def _record_iteration(line: bytes):
         return None
 
 
+class AutocastModel(nn.Module):
+    """
+    ``model`` with its forward in training under ``torch.autocast(device_type, dtype=precision)``: the network
+    runs in the low precision, the weights stay float32, and backward and the optimizer step (which the training
+    loop runs after the forward) stay outside autocast. In eval mode its forward is the model's.
+    """
+
+    def __init__(self, model: nn.Module, device_type: str = "cpu", precision: torch.dtype = torch.bfloat16):
+        super().__init__()
+        self.module = model  # the name DistributedDataParallel gives the model it wraps
+        self.device_type = device_type
+        self.precision = precision
+
+    def forward(self, *args, **kwargs):
+        with torch.autocast(self.device_type, dtype=self.precision, enabled=self.training):
+            return self.module(*args, **kwargs)
+
+
 class AutocastTrainer(SimpleTrainer):
     """
-    SimpleTrainer with the forward pass (losses included) under ``torch.autocast``: mixed precision on the
-    CPU, where detectron2's AMPTrainer (CUDA only, float16 with a gradient scaler) does not run. The default
-    bfloat16 has float32's exponent range, so the gradients need no scaling; backward and the optimizer step
-    run outside autocast, on the float32 parameters.
+    detectron2's SimpleTrainer (its loop unchanged) of an :class:`AutocastModel`: mixed precision on the CPU,
+    where detectron2's AMPTrainer (CUDA only, float16 with a gradient scaler) does not run. The default bfloat16
+    has float32's exponent range, so the gradients need no scaling. ``precision`` is the name of AMPTrainer's
+    attribute; ``model`` is the wrapper, ``model.module`` the model trained.
     """
 
-    def __init__(self, model, data_loader, optimizer, device_type: str = "cpu", precision=torch.bfloat16):
-        super().__init__(model, data_loader, optimizer)
-        self.device_type = device_type
-        self.precision = precision  # the name of AMPTrainer's attribute
-
-    def run_step(self):
-        assert self.model.training, "[AutocastTrainer] model was changed to eval mode!"
-        start = time.perf_counter()
-        data = next(self._data_loader_iter)
-        data_time = time.perf_counter() - start
-        with torch.autocast(self.device_type, dtype=self.precision):
-            loss_dict = self.model(data)
-        losses = sum(loss_dict.values())
-        self.optimizer.zero_grad()
-        losses.backward()
-        self.after_backward()
-        self._write_metrics(loss_dict, data_time)
-        self.optimizer.step()
+    def __init__(self, model, data_loader, optimizer, device_type: str = "cpu", precision=torch.bfloat16, **kwargs):
+        """``kwargs``: SimpleTrainer's other arguments (``zero_grad_before_forward``, ``async_write_metrics``, ...)."""
+        super().__init__(AutocastModel(model, device_type, precision), data_loader, optimizer, **kwargs)
+        self.precision = precision
 
 
 def build_step_trainer(model, data_loader, optimizer, *, amp: bool, device: str) -> SimpleTrainer:
@@ -170,13 +230,12 @@ class YolactTrainer(DefaultTrainer):
 
     def __init__(self, cfg):  # pylint: disable=super-init-not-called
         """
-        DefaultTrainer.__init__'s sequence with two steps replaced. It cannot be reused by overriding builder
-        methods, because detectron2 (0.7.2) offers none for those two steps, which its ``__init__`` does inline:
-        it wraps the model with ``create_ddp_model(model, broadcast_buffers=False)``, which passes
-        ``device_ids=[local_rank]`` even for a CPU model, which DistributedDataParallel refuses (here
-        :func:`wrap_ddp`); and it picks ``AMPTrainer if SOLVER.AMP.ENABLED else SimpleTrainer``, CUDA float16
-        only (here :func:`build_step_trainer`, which adds CPU bfloat16). Every other step calls the same
-        ``build_*`` class methods, so subclasses override those as with DefaultTrainer.
+        The parts of DefaultTrainer, built by the same ``build_*`` class methods (which subclasses override as with
+        DefaultTrainer), and put together here because detectron2 (0.7.2) builds two of them inline in
+        ``DefaultTrainer.__init__``, with no method to override: it wraps the model with ``create_ddp_model``,
+        which passes ``device_ids`` even for a CPU model, which DistributedDataParallel refuses (here
+        :func:`wrap_ddp`), and it runs AMPTrainer for SOLVER.AMP.ENABLED, which needs CUDA (here
+        :func:`build_step_trainer`, which adds CPU bfloat16). The hooks are DefaultTrainer's (:meth:`build_hooks`).
         """
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
@@ -208,6 +267,29 @@ class YolactTrainer(DefaultTrainer):
         if resume and self.checkpointer.has_checkpoint() and comm.is_main_process():
             drop_metrics_from(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), self.start_iter)
 
+    def build_hooks(self):
+        """
+        DefaultTrainer's hooks, after :class:`FiniteParameters` (a step that leaves non-finite weights stops
+        training before they are saved or evaluated), with a checkpointer keeping the last
+        SOLVER.CHECKPOINT_MAX_TO_KEEP periodic checkpoints (0: all).
+        """
+        max_to_keep = self.cfg.SOLVER.CHECKPOINT_MAX_TO_KEEP
+        if max_to_keep < 0:
+            raise ValueError(f"SOLVER.CHECKPOINT_MAX_TO_KEEP={max_to_keep}: give a number of checkpoints, or 0 for all")
+        default = super().build_hooks()
+        periods = (self.cfg.SOLVER.CHECKPOINT_PERIOD, self.cfg.TEST.EVAL_PERIOD)
+        return [FiniteParameters(periods)] + [
+            hooks.PeriodicCheckpointer(self.checkpointer, h.period, max_to_keep=max_to_keep or None)
+            if isinstance(h, hooks.PeriodicCheckpointer) else h
+            for h in default
+        ]
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """DefaultTrainer's evaluation, refused (FloatingPointError) for a model with non-finite weights."""
+        check_finite_parameters(model, "before evaluation")
+        return super().test(cfg, model, evaluators)
+
     @classmethod
     def build_optimizer(cls, cfg, model):
         """
@@ -233,7 +315,11 @@ class YolactTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        """The training loader; its datasets' class counts (known once they are loaded) are checked."""
+        """
+        The training loader, of a total batch size SOLVER.IMS_PER_BATCH that the processes can share; its datasets'
+        class counts (known once they are loaded) are checked.
+        """
+        check_total_batch_size(cfg.SOLVER.IMS_PER_BATCH, "SOLVER.IMS_PER_BATCH")
         if cfg.MODEL.META_ARCHITECTURE == "YOLACT":
             loader = build_yolact_train_loader(cfg)
         else:

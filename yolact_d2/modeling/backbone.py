@@ -163,9 +163,23 @@ class YolactTopBlock(nn.Module):
             weight_init.c2_xavier_fill(module)
 
     def forward(self, p5):
-        p6 = self.p6(p5)
-        p7 = self.p7(F.relu(p6) if self.relu_before_p7 else p6)
+        p6 = _strided_conv(self.p6, p5)
+        p7 = _strided_conv(self.p7, F.relu(p6) if self.relu_before_p7 else p6)
         return [p6, p7]
+
+
+def _strided_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """
+    ``conv(x)``, in float32 (outside autocast) when ``x`` (N, C, H, W) is one pixel wide: there the last column of
+    a 3 x 3 stride-2 kernel with padding 1 sees only padding, and oneDNN's bfloat16 weight gradient of such a
+    column is uninitialised memory (garbage, at times NaN), which a CPU autocast run would feed to the optimizer.
+    P6 and P7 are one pixel wide for inputs of at most 32 and 64 pixels; the float32 conv of one pixel costs
+    nothing.
+    """
+    if x.shape[-1] != 1:
+        return conv(x)
+    with torch.autocast(x.device.type, enabled=False):
+        return conv(x.float())
 
 
 class YolactFPN(FPN):
