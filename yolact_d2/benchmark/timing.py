@@ -12,21 +12,19 @@ place then), so that it is comparable across models run in one process:
   peak cannot be reset (not Linux), the growth of ``getrusage``'s ``ru_maxrss`` is used: a lower bound, 0 when
   the runs stay under the process's earlier peak. The method is reported with the number.
 """
-import contextlib
 import ctypes
 import ctypes.util
 import functools
 import gc
 import resource
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 
-__all__ = ["synchronize", "Measurement", "measure", "PeakMemory", "StageClock", "summarize"]
+__all__ = ["synchronize", "Measurement", "measure", "PeakMemory", "summarize"]
 
 _MIB = 2**20
 
@@ -143,58 +141,3 @@ def measure(fn: Callable[[], object], *, warmup: int, iters: int, device) -> Mea
             synchronize(device)
             seconds.append(time.perf_counter() - start)
     return Measurement(seconds, memory.peak_mb, memory.method)
-
-
-class StageClock:
-    """
-    Accumulates, per stage name, the time spent in stages (each between two device synchronisations).
-    Stages nest: while an inner stage runs, the outer one's clock stops, so every moment counts once.
-    ``reset()`` clears it; ``seconds`` maps stage -> seconds since then.
-    """
-
-    def __init__(self, device):
-        self.device = device
-        self.seconds: Dict[str, float] = defaultdict(float)
-        self._running: List[str] = []  # the open stages, innermost last
-        self._since = 0.0  # when the innermost open stage last (re)started
-
-    def reset(self) -> None:
-        self.seconds = defaultdict(float)
-
-    def _lap(self) -> float:
-        """Add the time since the last lap to the innermost open stage; returns now."""
-        synchronize(self.device)
-        now = time.perf_counter()
-        if self._running:
-            self.seconds[self._running[-1]] += now - self._since
-        self._since = now
-        return now
-
-    def start(self, stage: str) -> None:
-        """Open ``stage``, pausing the stage it runs in."""
-        self._lap()
-        self._running.append(stage)
-
-    def stop(self) -> None:
-        """Close the innermost open stage, resuming the one it ran in."""
-        self._lap()
-        self._running.pop()
-
-    @contextlib.contextmanager
-    def stage(self, stage: str):
-        """What runs inside the context adds its time to ``stage``."""
-        self.start(stage)
-        try:
-            yield
-        finally:
-            self.stop()
-
-    def wrap(self, stage: str, fn: Callable) -> Callable:
-        """``fn`` with its time added to ``stage``."""
-
-        @functools.wraps(fn)
-        def timed(*args, **kwargs):
-            with self.stage(stage):
-                return fn(*args, **kwargs)
-
-        return timed
