@@ -6,7 +6,7 @@ import pytest
 
 from detectron2.modeling import build_model
 
-from yolact_d2.benchmark import BenchmarkSettings, run_benchmark
+from yolact_d2.benchmark import BenchmarkSettings, run_benchmark, suite
 from yolact_d2.layers import precision as precision_module
 
 
@@ -112,3 +112,22 @@ def test_invalid_settings(change, message):
     settings = _settings(["configs/embedded/yolact_R_18_shapes.yaml"])
     with pytest.raises(ValueError, match=message):
         run_benchmark(BenchmarkSettings(**{**settings.__dict__, **change}))
+
+
+def test_each_config_runs_at_its_own_size_unless_input_size_says(small_yolact_config, mask_rcnn_config,
+                                                                 monkeypatch):
+    timed = []
+
+    def measure_latency(model, inputs, **kwargs):
+        timed.append(tuple(inputs[0]["image"].shape))
+        return {"batch_size": len(inputs), "median_ms": 1.0, "detections": []}
+
+    monkeypatch.setattr(suite, "measure_latency", measure_latency)
+    own = run_benchmark(_settings([small_yolact_config, mask_rcnn_config], input_size=None, tasks=["latency"],
+                                  fixed_detections=0))
+    # YOLACT's INPUT_SIZE and the R-CNN's MIN_SIZE_TEST (its MAX_SIZE_TEST is larger)
+    assert [(r["config"], r["input_size"]) for r in own["latency"]] == [
+        ("small_yolact", 96), ("mask_rcnn_R_18_FPN_shapes", 256)]
+    assert timed == [(3, 96, 96), (3, 256, 256)]
+    given = run_benchmark(_settings([small_yolact_config], input_size=64, tasks=["latency"], fixed_detections=0))
+    assert [r["input_size"] for r in given["latency"]] == [64] and timed[-1] == (3, 64, 64)
