@@ -7,7 +7,7 @@ import logging
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..export import preprocess_image
+from ..export import ExportedYolact, preprocess_image
 from ..layers import PRECISIONS, resolve_precision
 from .accuracy import DEFAULT_EVAL_WEIGHTS, add_ap_changes, evaluate_accuracy
 from .complexity import analyze_complexity
@@ -121,17 +121,6 @@ def _modes(s: BenchmarkSettings) -> List[Tuple[str, Optional[int]]]:
     return [("default", None)] + ([("fixed", s.fixed_detections)] if s.fixed_detections else [])
 
 
-def _exported_model_class():
-    """``yolact_d2.export.ExportedYolact``, with a clear error where that module is missing or broken."""
-    try:
-        from ..export import ExportedYolact
-    except ImportError as e:
-        raise RuntimeError(
-            f"--exported needs ExportedYolact from yolact_d2.export, which cannot be imported: {e}"
-        ) from e
-    return ExportedYolact
-
-
 def _latency_rows(model, cfg, images, s, results, **fields) -> List[Dict]:
     """Time ``model`` (of ``cfg``) at every batch size; the rows, with ``fields``, go to ``results``."""
     rows = []
@@ -223,12 +212,12 @@ def _training_task(spec, s, results) -> None:
                              **measure_training(cfg, batch, warmup=s.warmup, iters=s.iters)})
 
 
-def _exported_task(exported_class, yolact_specs, s, results) -> None:
+def _exported_task(yolact_specs, s, results) -> None:
     spec = s.exported_config or (yolact_specs[0] if yolact_specs else None)
     if spec is None:
         raise ValueError("--exported needs --exported-config when no YOLACT config is benchmarked")
     cfg = benchmark_config(spec, device=s.device, input_size=s.input_size, opts=s.opts)
-    _latency_rows(exported_class(s.exported, cfg), cfg, _images(s, config_input_size(cfg)), s, results,
+    _latency_rows(ExportedYolact(s.exported, cfg), cfg, _images(s, config_input_size(cfg)), s, results,
                   config="exported:" + os.path.basename(s.exported), mode="default", **exported_runtime(s.exported))
 
 
@@ -292,7 +281,6 @@ def run_benchmark(s: BenchmarkSettings) -> Dict:
     have their ``input_size``; accuracy rows the ``image_size`` they were timed on.
     """
     _check(s)
-    exported_class = _exported_model_class() if s.exported else None
     results = {
         "machine": machine_info(s.device),
         "settings": dataclasses.asdict(s),
@@ -311,9 +299,9 @@ def run_benchmark(s: BenchmarkSettings) -> Dict:
         if "train" in s.tasks:
             _training_task(spec, s, results)
     yolact_specs = [c for c, m in zip(s.configs, results["models"]) if m["meta_architecture"] == "YOLACT"]
-    if exported_class is not None and "latency" in s.tasks:
-        _exported_task(exported_class, yolact_specs, s, results)
-    elif exported_class is not None:
+    if s.exported and "latency" in s.tasks:
+        _exported_task(yolact_specs, s, results)
+    elif s.exported:
         results["notes"].append("--exported is timed by the latency task, which was not selected")
     if s.onnxruntime and not {"latency", "accuracy"} & set(s.tasks):
         results["notes"].append("--onnxruntime adds to the latency and accuracy tasks, neither of which was selected")
