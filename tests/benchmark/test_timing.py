@@ -70,3 +70,11 @@ def test_peak_memory_counts_heap_memory_an_earlier_run_freed():
         blocks = [_resident_tensor(8) for _ in range(4)]
         del blocks
     assert 28 <= memory.peak_mb < 40, memory.peak_mb
+
+
+def test_without_a_resettable_peak_memory_is_not_measured(monkeypatch):
+    monkeypatch.setattr(timing, "_reset_peak_rss", lambda: False)
+    with PeakMemory("cpu") as memory:
+        x = _resident_tensor(8)
+        del x
+    assert memory.peak_mb is None and memory.method == "not measured (no /proc/self/clear_refs)"

@@ -8,15 +8,14 @@ place then), so that it is comparable across models run in one process:
   ``torch.cuda.memory_allocated`` at the start: the tensors' peak, not the allocator's cache.
 * CPU: the peak resident set size of the process (``VmHWM`` of ``/proc/self/status``, reset by writing 5 to
   ``/proc/self/clear_refs``) minus the resident set size at the start, after freed heap memory has been handed
-  back to the OS (glibc's ``malloc_trim``) so that an earlier run's free memory is not reused unseen. Where the
-  peak cannot be reset (not Linux), the growth of ``getrusage``'s ``ru_maxrss`` is used: a lower bound, 0 when
-  the runs stay under the process's earlier peak. The method is reported with the number.
+  back to the OS (glibc's ``malloc_trim``) so that an earlier run's free memory is not reused unseen (without
+  either, a model can read as needing nothing: docs/benchmark.md). Where the peak cannot be reset (not Linux) it
+  is not measured (None). The method is reported with the number.
 """
 import ctypes
 import ctypes.util
 import functools
 import gc
-import resource
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
@@ -71,13 +70,13 @@ def _reset_peak_rss() -> bool:
 class PeakMemory:
     """
     Context manager measuring the peak memory of what runs inside it above the level at entry (see the
-    module's docstring). After exit: ``peak_mb`` (MiB) and ``method`` (how it was measured).
+    module's docstring). After exit: ``peak_mb`` (MiB; None where it cannot be measured) and ``method``.
     """
 
     def __init__(self, device):
         self.device = torch.device(device)
         self.peak_mb: Optional[float] = None
-        self.method = ""
+        self.method = "not measured (no /proc/self/clear_refs)"
 
     def __enter__(self):
         gc.collect()
@@ -93,14 +92,7 @@ class PeakMemory:
         if _reset_peak_rss():
             self._start = _proc_status_kib("VmRSS") * 1024
             self.method = "peak RSS growth (VmHWM)"
-        else:
-            self._start = self._ru_maxrss()
-            self.method = "ru_maxrss growth (lower bound)"
         return self
-
-    @staticmethod
-    def _ru_maxrss() -> int:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
@@ -109,8 +101,8 @@ class PeakMemory:
         elif self.method.startswith("peak RSS"):
             peak = _proc_status_kib("VmHWM") * 1024
         else:
-            peak = self._ru_maxrss()
-        self.peak_mb = max(0, peak - self._start) / _MIB
+            return False
+        self.peak_mb = (peak - self._start) / _MIB
         return False
 
 
@@ -119,7 +111,7 @@ class Measurement:
     """Seconds of each timed run (after warm-up) and the peak memory of those runs above their start."""
 
     seconds: List[float]
-    peak_memory_mb: float
+    peak_memory_mb: Optional[float]
     memory_method: str
 
 
