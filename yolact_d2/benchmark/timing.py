@@ -118,7 +118,8 @@ class Measurement:
 def measure(fn: Callable[[], object], *, warmup: int, iters: int, device) -> Measurement:
     """
     Call ``fn`` ``warmup`` times, then time ``iters`` calls, each between two device synchronisations, while
-    tracking peak memory.
+    tracking peak memory. (``torch.utils.benchmark.Timer.timeit`` adds two untimed calls to every measurement and
+    returns their mean, where the tables need each run's time for the median and 90th percentile.)
     """
     if iters < 1:
         raise ValueError(f"iters must be >= 1; got {iters}")
