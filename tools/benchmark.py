@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """
 Benchmark YOLACT / YOLACT++ against Mask R-CNN (or any detectron2 configs) side by side: in one process, on
-the same images, device and input size (random weights; accuracy uses trained ones). By default YOLACT R-50,
-YOLACT++ R-50 and detectron2's Mask R-CNN R-50-FPN at 550 x 550:
+the same images and device, each at its config's input size unless --input-size sets one for all (random weights;
+accuracy uses trained ones). By default YOLACT R-50, YOLACT++ R-50 and detectron2's Mask R-CNN R-50-FPN:
 
-    python tools/benchmark.py --output-dir output/benchmark
+    python tools/benchmark.py --output-dir output/benchmark --input-size 550
     python tools/benchmark.py --device cuda --batch-sizes 1 8 --warmup 10 --iters 100
     python tools/benchmark.py --tasks latency,stages --input-size 400 \\
         --configs configs/yolact_R_101_FPN_550.yaml model_zoo:COCO-InstanceSegmentation/mask_rcnn_R_101_FPN_3x.yaml
@@ -40,7 +40,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--input-size", type=int, default=d.input_size,
-                   help="square input of every model (YOLACT's INPUT_SIZE; R-CNN's MIN/MAX_SIZE_TEST)")
+                   help="square input of every model (YOLACT's INPUT_SIZE; R-CNN's MIN/MAX_SIZE_TEST); "
+                        "default: each config's own (its rows show it)")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=list(d.batch_sizes), help="inference batch sizes")
     p.add_argument("--warmup", type=int, default=d.warmup, help="untimed runs before the timed ones")
     p.add_argument("--iters", type=int, default=d.iters, help="timed runs of every measurement")
@@ -68,11 +69,9 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(args) -> dict:
-    if args.num_threads:
-        torch.set_num_threads(args.num_threads)
-    setup_logger(name="yolact_d2")
-    settings = BenchmarkSettings(
+def settings_from_args(args) -> BenchmarkSettings:
+    """The suite's settings from the parsed flags (``--eval-weights`` pairs checked here, the rest by the suite)."""
+    return BenchmarkSettings(
         configs=args.configs,
         device=args.device,
         input_size=args.input_size,
@@ -91,6 +90,13 @@ def main(args) -> dict:
         opts=args.opts,
         precisions=args.precisions,
     )
+
+
+def main(args) -> dict:
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    setup_logger(name="yolact_d2")
+    settings = settings_from_args(args)
     results = run_benchmark(settings)
     print(format_text(results))
     paths = write_reports(results, args.output_dir)

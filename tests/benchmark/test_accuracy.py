@@ -6,15 +6,19 @@ import pytest
 import torch
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.detection_utils import annotations_to_instances
 from detectron2.modeling import build_model
+from detectron2.structures import Instances
 
-from yolact_d2.benchmark import BenchmarkSettings, run_benchmark
-from yolact_d2.benchmark.accuracy import add_ap_changes, evaluate_accuracy, parse_eval_weights
+from yolact_d2.benchmark import BenchmarkSettings, run_benchmark, suite
+from yolact_d2.benchmark.accuracy import accuracy_rows, add_ap_changes, evaluate_accuracy, parse_eval_weights
+from yolact_d2.benchmark.models import benchmark_config
 from yolact_d2.data import register_coco_dataset
 from yolact_d2.layers import precision as precision_module
-from yolact_d2.data.synthetic import generate_yolact_shapes
+from yolact_d2.data.synthetic import THING_CLASSES, generate_yolact_shapes
 
 DATASET = "benchmark_accuracy_shapes"
+NUM_CLASSES = len(THING_CLASSES)
 
 
 @pytest.fixture
@@ -49,8 +53,7 @@ def test_evaluate_accuracy_reports_ap_and_latency(checkpoint, tmp_path, precisio
                                precision=precision)
     assert row["config"] == "small_yolact" and row["dataset"] == DATASET and row["weights"] == weights
     assert row["precision"] == precision and row["runtime"] == "eager"
-    for key in ("box_AP", "box_AP50", "mask_AP", "mask_AP50"):
-        assert math.isnan(row[key]) or 0 <= row[key] <= 100, key
+    assert {"box_AP", "box_AP50", "mask_AP", "mask_AP50"} <= set(row)  # their values: the oracle tests below
     first = DatasetCatalog.get(DATASET)[0]
     assert row["median_ms"] > 0 and row["image_size"] == [first["height"], first["width"]]  # as read: YOLACT resizes
     assert os.path.isdir(tmp_path / "out" / "eval" / "small_yolact" / f"eager_{precision}" / "inference")
@@ -73,16 +76,51 @@ def test_ap_changes_are_from_the_float32_eager_row_of_the_same_config_and_datase
     assert math.isnan(rows[5]["box_AP_change"]) and rows[5]["mask_AP_change"] == 0.0
 
 
-def test_the_suite_evaluates_every_precision_and_sets_the_ap_changes(checkpoint, tmp_path, monkeypatch):
+def test_the_suite_evaluates_every_precision_and_sets_the_ap_changes(monkeypatch):
     monkeypatch.setattr(precision_module, "cpu_has_native_bfloat16", lambda: True)
-    config, weights = checkpoint
-    results = run_benchmark(BenchmarkSettings(configs=[], tasks=["accuracy"], eval_weights=[(config, weights)],
-                                              warmup=0, iters=1, output_dir=str(tmp_path),
+    box_ap = {"float32": 40.0, "bfloat16": 39.5}
+    calls = []
+
+    def evaluate(config, weights, *, precision, **kwargs):
+        calls.append((config, weights, precision, kwargs["input_size"]))
+        return [_accuracy_row("a", box_ap[precision], 30.0 if precision == "float32" else 30.25, precision)]
+
+    monkeypatch.setattr(suite, "evaluate_accuracy", evaluate)
+    results = run_benchmark(BenchmarkSettings(configs=[], tasks=["accuracy"], eval_weights=[("a.yaml", __file__)],
                                               precisions=("float32", "bfloat16")))
-    float32, bfloat16 = results["accuracy"]
-    assert (float32["precision"], bfloat16["precision"]) == ("float32", "bfloat16")
-    for row in (float32, bfloat16):
-        for kind in ("box", "mask"):
-            change = row[f"{kind}_AP_change"]
-            expected = row[f"{kind}_AP"] - float32[f"{kind}_AP"]
-            assert change == expected or (math.isnan(change) and math.isnan(expected))
+    assert calls == [("a.yaml", __file__, "float32", None), ("a.yaml", __file__, "bfloat16", None)]
+    assert [(r["box_AP_change"], r["mask_AP_change"]) for r in results["accuracy"]] == [(0.0, 0.0), (-0.5, 0.25)]
+
+
+class _Oracle:
+    """A model that predicts the ground truth of each test image (score 1), with ``class_shift`` added."""
+
+    def __init__(self, dataset, class_shift=0):
+        self.records = {r["image_id"]: r for r in DatasetCatalog.get(dataset)}
+        self.class_shift = class_shift
+
+    def __call__(self, inputs):
+        outputs = []
+        for x in inputs:
+            record = self.records[x["image_id"]]
+            size = (record["height"], record["width"])
+            gt = annotations_to_instances(record["annotations"], size, mask_format="bitmask")
+            pred = Instances(size, pred_boxes=gt.gt_boxes, scores=torch.ones(len(gt)),
+                             pred_classes=(gt.gt_classes + self.class_shift) % NUM_CLASSES,
+                             pred_masks=gt.gt_masks.tensor)
+            outputs.append({"instances": pred})
+        return outputs
+
+
+@pytest.mark.parametrize("class_shift,expected_ap", [(0, 100.0), (1, 0.0)])
+def test_accuracy_rows_score_constructed_predictions(checkpoint, tmp_path, class_shift, expected_ap):
+    """The ground truth itself scores 100 AP (box and mask, AP50 too); the same boxes in the wrong class 0."""
+    config, weights = checkpoint
+    cfg = benchmark_config(config, device="cpu", weights=weights)
+    cfg.OUTPUT_DIR = str(tmp_path / "eval")
+    (row,) = accuracy_rows(cfg, _Oracle(DATASET, class_shift), config=config, weights=weights, device="cpu",
+                           warmup=0, iters=1, precision="float32", runtime="oracle")
+    assert {k: row[k] for k in ("box_AP", "box_AP50", "mask_AP", "mask_AP50")} == pytest.approx(
+        dict.fromkeys(("box_AP", "box_AP50", "mask_AP", "mask_AP50"), expected_ap))
+    assert (row["config"], row["dataset"], row["precision"], row["runtime"]) == (
+        "small_yolact", DATASET, "float32", "oracle")

@@ -23,6 +23,7 @@ def test_cli_writes_the_reports(small_yolact_config, mask_rcnn_config, tmp_path)
     assert sorted(os.listdir(out)) == ["benchmark.json", "benchmark.md"]  # no accuracy: no plot
     results = json.loads((out / "benchmark.json").read_text())
     assert len(results["latency"]) == 2 * 2  # configs x modes
+    assert {r["input_size"] for r in results["latency"]} == {96}
     assert {tuple(r["detections"]) for r in results["latency"] if r["mode"] == "fixed"} == {(5,)}
     assert [r["config"] for r in results["flops"]] == ["small_yolact", "mask_rcnn_R_18_FPN_shapes"]
     assert len(results["stages"]) == 1 and results["stages"][0]["plain_ms"] > 0

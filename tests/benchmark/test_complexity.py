@@ -32,6 +32,7 @@ def test_yolact_flops_by_module_and_parameters(cfg):
         assert 0 < by_module[name] <= result["gmacs"], name
     assert result["params"] == sum(p.numel() for p in model.parameters())
     assert "aten::_convolution" not in result["uncounted_ops"]
+    assert not [op for op in result["uncounted_ops"] if op.startswith("profiler::")]  # the stage ranges
 
 
 def test_deformable_convs_count_as_plain_convs():

@@ -1,5 +1,8 @@
 """End-to-end latency rows, and the fixed-work mode in which YOLACT and Mask R-CNN emit exactly N detections."""
 import pytest
+import torch
+
+from yolact_d2.benchmark import timing
 
 from yolact_d2.benchmark.inputs import inference_inputs, synthetic_images
 from yolact_d2.benchmark.latency import add_precision_ratios, add_speedups, measure_latency
@@ -18,7 +21,23 @@ def test_yolact_fixed_mode_emits_exactly_n_detections(small_yolact_config):
     row = _latency(benchmark_config(small_yolact_config, device="cpu", input_size=96, fixed_detections=N))
     assert row["detections"] == [N, N] and row["batch_size"] == 2
     assert row["median_ms"] > 0 and row["images_per_s"] == pytest.approx(1000 / row["median_ms"])
-    assert row["peak_memory_mb"] >= 0 and row["memory_method"]
+
+
+def test_latency_is_per_image_with_the_memory_of_a_known_allocation(monkeypatch):
+    """A fake model that takes 0.2 s (on a fake clock) and 32 MiB per batch of 2: 100 ms and 10 images/s."""
+    now = [0.0]
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: now[0])
+
+    def model(inputs):
+        now[0] += 0.2
+        x = torch.ones(32 * 2**20 // 4)  # every page written
+        del x
+        return [{"instances": [0] * (i + 3)} for i in range(len(inputs))]
+
+    row = measure_latency(model, [{}, {}], warmup=1, iters=3, device="cpu")
+    assert row["batch_size"] == 2 and row["detections"] == [3, 4]
+    assert (row["median_ms"], row["p90_ms"], row["images_per_s"]) == pytest.approx((100.0, 100.0, 10.0))
+    assert 30 <= row["peak_memory_mb"] < 40 and row["memory_method"] == "peak RSS growth (VmHWM)"
 
 
 def test_mask_rcnn_fixed_mode_emits_exactly_n_detections(mask_rcnn_config):

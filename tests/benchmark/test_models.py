@@ -14,6 +14,7 @@ from yolact_d2.benchmark.models import (
     benchmark_config,
     build_random_model,
     build_trained_model,
+    config_input_size,
     config_label,
     in_precision,
     is_yolact,
@@ -44,6 +45,17 @@ def test_yolact_modes_and_input_size():
     assert cfg.MODEL.YOLACT.POSTPROCESS.SCORE_THRESH == 0.05
     fixed = benchmark_config(YOLACT, device="cpu", input_size=96, fixed_detections=7)
     assert fixed.MODEL.YOLACT.POSTPROCESS.SCORE_THRESH == 0 and fixed.TEST.DETECTIONS_PER_IMAGE == 7
+
+
+def test_without_an_input_size_each_config_keeps_its_own(mask_rcnn_config):
+    yolact = benchmark_config(YOLACT, device="cpu", opts=["MODEL.YOLACT.INPUT_SIZE", "192"])
+    assert config_input_size(yolact) == 192  # the embedded config's 256, overridden
+    rcnn = benchmark_config(mask_rcnn_config, device="cpu")
+    assert (rcnn.INPUT.MIN_SIZE_TEST, rcnn.INPUT.MAX_SIZE_TEST) == (256, 427) and config_input_size(rcnn) == 256
+    rcnn.INPUT.MAX_SIZE_TEST = 200
+    assert config_input_size(rcnn) == 200  # a square image of the min size would be shrunk to the max
+    with pytest.raises(KeyError, match="MODEL.YOLACT.INPUT_SIZ"):  # load_yolact_config names unknown keys
+        benchmark_config(YOLACT, device="cpu", opts=["MODEL.YOLACT.INPUT_SIZ", "192"])
 
 
 def test_rcnn_modes_input_size_and_overrides(mask_rcnn_config):
@@ -77,7 +89,7 @@ def test_trained_model_loads_its_checkpoint_and_rejects_one_of_another_layout(tm
         assert torch.equal(got, want), name
     one_size = cfg.clone()
     one_size.MODEL.YOLACT.ANCHOR.SIZES = [[11], [22], [45], [89], [179]]  # 3 anchors per cell instead of 9
-    with pytest.raises(ValueError, match="head.cls_score.weight"):
+    with pytest.raises(ValueError, match=r"head.bbox_pred.weight \[36, .* do not fit the model"):
         build_trained_model(one_size)
 
 

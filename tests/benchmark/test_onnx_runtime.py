@@ -10,6 +10,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.modeling import build_model
 
 from yolact_d2.benchmark import BenchmarkSettings, run_benchmark
+from yolact_d2.benchmark import onnx_runtime
 from yolact_d2.benchmark.onnx_runtime import exported_runtime
 from yolact_d2.data import register_coco_dataset
 from yolact_d2.data.synthetic import generate_yolact_shapes
@@ -54,6 +55,25 @@ def test_missing_onnxruntime_leaves_a_note(small_yolact_config, tmp_path, monkey
     (note,) = results["notes"]
     assert "ONNX Runtime rows skipped: the package onnxruntime cannot be imported" in note
     assert not os.path.exists(tmp_path / "onnx")
+
+
+def test_a_model_that_cannot_be_exported_gets_a_note_and_a_bug_raises(small_yolact_config, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    settings = _settings([small_yolact_config], tasks=["latency"], onnxruntime=("float32",), output_dir=str(tmp_path),
+                         opts=["MODEL.YOLACT.PRESERVE_ASPECT_RATIO", "True"])
+    results = run_benchmark(settings)
+    assert [r["runtime"] for r in results["latency"]] == ["eager"]
+    (note,) = results["notes"]
+    assert note.startswith("ONNX Runtime latency of small_yolact skipped: MODEL.YOLACT.PRESERVE_ASPECT_RATIO=True "
+                           "cannot be exported")
+
+    def broken_export(*args):
+        raise ValueError("a bug in the export")
+
+    monkeypatch.setattr(onnx_runtime, "export_onnx_models", broken_export)
+    with pytest.raises(ValueError, match="a bug in the export"):  # not a "skipped" note
+        run_benchmark(_settings([small_yolact_config], tasks=["latency"], onnxruntime=("float32",),
+                                output_dir=str(tmp_path)))
 
 
 def test_unknown_precision_is_refused(small_yolact_config):

@@ -1,12 +1,9 @@
 """The suite: task selection, speed-ups within the run, the exported-model row and skipped accuracy."""
-import sys
-import types
-
 import pytest
 
 from detectron2.modeling import build_model
 
-from yolact_d2.benchmark import BenchmarkSettings, run_benchmark
+from yolact_d2.benchmark import BenchmarkSettings, run_benchmark, suite
 from yolact_d2.layers import precision as precision_module
 
 
@@ -27,7 +24,7 @@ class _FakeExported:
 
 
 def test_latency_rows_speedups_and_exported_model(small_yolact_config, mask_rcnn_config, monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "yolact_d2.export", types.SimpleNamespace(ExportedYolact=_FakeExported))
+    monkeypatch.setattr(suite, "ExportedYolact", _FakeExported)
     results = run_benchmark(_settings([small_yolact_config, mask_rcnn_config], tasks=["latency"],
                                       exported=str(tmp_path / "model.ts")))
     assert results["reference"] == "mask_rcnn_R_18_FPN_shapes"
@@ -79,12 +76,6 @@ def test_bfloat16_on_a_cpu_without_it_gives_the_float32_rows_with_a_note(small_y
     assert results["settings"]["precisions"] == ("float32", "bfloat16")
 
 
-def test_missing_export_module_is_a_clear_error(small_yolact_config, monkeypatch):
-    monkeypatch.setitem(sys.modules, "yolact_d2.export", None)  # makes the import fail
-    with pytest.raises(RuntimeError, match="--exported needs ExportedYolact from yolact_d2.export"):
-        run_benchmark(_settings([small_yolact_config], tasks=["latency"], exported="model.ts"))
-
-
 def test_stages_and_flops_without_latency(small_yolact_config):
     results = run_benchmark(_settings([small_yolact_config], tasks=["stages", "flops"]))
     assert [(r["config"], r["mode"]) for r in results["flops"]] == [("small_yolact", "fixed")]
@@ -112,3 +103,22 @@ def test_invalid_settings(change, message):
     settings = _settings(["configs/embedded/yolact_R_18_shapes.yaml"])
     with pytest.raises(ValueError, match=message):
         run_benchmark(BenchmarkSettings(**{**settings.__dict__, **change}))
+
+
+def test_each_config_runs_at_its_own_size_unless_input_size_says(small_yolact_config, mask_rcnn_config,
+                                                                 monkeypatch):
+    timed = []
+
+    def measure_latency(model, inputs, **kwargs):
+        timed.append(tuple(inputs[0]["image"].shape))
+        return {"batch_size": len(inputs), "median_ms": 1.0, "detections": []}
+
+    monkeypatch.setattr(suite, "measure_latency", measure_latency)
+    own = run_benchmark(_settings([small_yolact_config, mask_rcnn_config], input_size=None, tasks=["latency"],
+                                  fixed_detections=0))
+    # YOLACT's INPUT_SIZE and the R-CNN's MIN_SIZE_TEST (its MAX_SIZE_TEST is larger)
+    assert [(r["config"], r["input_size"]) for r in own["latency"]] == [
+        ("small_yolact", 96), ("mask_rcnn_R_18_FPN_shapes", 256)]
+    assert timed == [(3, 96, 96), (3, 256, 256)]
+    given = run_benchmark(_settings([small_yolact_config], input_size=64, tasks=["latency"], fixed_detections=0))
+    assert [r["input_size"] for r in given["latency"]] == [64] and timed[-1] == (3, 64, 64)

@@ -1,35 +1,45 @@
-"""tools/benchmark.py takes detectron2's flags: --config-file, --input, --output, --opts."""
+"""tools/benchmark.py: detectron2's flags mapped to the suite's settings, and bad values named before any run."""
 import os
 
 import pytest
 
-from yolact_d2.benchmark.models import benchmark_config
+from yolact_d2.benchmark import suite
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(ROOT, "configs", "embedded", "yolact_R_18_shapes.yaml")
 
 
-def test_detectron2_flags_are_parsed_and_applied(load_tool):
-    args = load_tool("benchmark.py").get_parser().parse_args(
-        ["--config-file", CONFIG, "--input", "a.png", "--output", "out", "--opts", "MODEL.WEIGHTS", "x.pth"]
-    )
-    assert args.configs == [CONFIG] and args.images == ["a.png"] and args.output_dir == "out"
-    cfg = benchmark_config(args.configs[0], device="cpu", input_size=96, opts=args.opts)
-    assert cfg.MODEL.WEIGHTS == "x.pth" and cfg.MODEL.YOLACT.INPUT_SIZE == 96
+@pytest.fixture
+def tool(load_tool):
+    return load_tool("benchmark.py")
 
 
-def test_onnxruntime_precisions_are_parsed(load_tool, capsys):
-    parser = load_tool("benchmark.py").get_parser()
-    assert parser.parse_args(["--onnxruntime", "float32", "int8"]).onnxruntime == ["float32", "int8"]
-    assert parser.parse_args([]).onnxruntime == []
-    with pytest.raises(SystemExit) as e:
-        parser.parse_args(["--onnxruntime", "int4"])
-    assert e.value.code == 2 and "invalid choice: 'int4'" in capsys.readouterr().err
+def test_flags_become_the_suites_settings(tool):
+    args = tool.get_parser().parse_args([
+        "--config-file", CONFIG, "--input", "a.png", "--output", "out", "--tasks", "latency, stages,",
+        "--eval-weights", "a.yaml=b=c.pth", "--opts", "MODEL.YOLACT.NUM_CLASSES", "3",
+    ])
+    s = tool.settings_from_args(args)
+    assert s.configs == [CONFIG] and s.images == ["a.png"] and s.output_dir == "out"
+    assert s.tasks == ["latency", "stages"] and s.eval_weights == [("a.yaml", "b=c.pth")]
+    assert s.opts == ["MODEL.YOLACT.NUM_CLASSES", "3"]
+    assert s.input_size is None  # each config's own size
+    assert tool.settings_from_args(tool.get_parser().parse_args([])).eval_weights is None  # the embedded defaults
 
 
-def test_precisions_flag(load_tool):
-    parser = load_tool("benchmark.py").get_parser()
-    assert parser.parse_args([]).precisions == ["float32"]
-    assert parser.parse_args(["--precisions", "float32", "bfloat16"]).precisions == ["float32", "bfloat16"]
-    with pytest.raises(SystemExit):  # argparse: invalid choice
-        parser.parse_args(["--precisions", "int8"])
+@pytest.mark.parametrize("flags,error,message", [
+    (["--eval-weights", "a.yaml"], ValueError, "--eval-weights takes CONFIG=WEIGHTS pairs; got 'a.yaml'"),
+    (["--tasks", "latency,speed"], ValueError, r"Unknown tasks \['speed'\]; choose from latency,"),
+    (["--input-size", "0"], ValueError, "--input-size must be >= 1"),
+    (["--iters", "0"], ValueError, "--iters must be >= 1"),
+    (["--opts", "MODEL.YOLACT.PRECISION", "bfloat16"], ValueError, "with --precisions, not with --opts"),
+    (["--precisions", "bfloat16", "--onnxruntime", "int8"], ValueError, "keep float32 among --precisions"),
+    (["--opts", "MODEL.YOLACT.INPUT_SIZ", "96"], KeyError, "MODEL.YOLACT.INPUT_SIZ"),
+])
+def test_bad_values_are_named_before_anything_is_measured(tool, monkeypatch, flags, error, message):
+    measured = []
+    monkeypatch.setattr(suite, "build_random_model", lambda *args: measured.append(args))
+    args = tool.get_parser().parse_args(["--configs", CONFIG, "--tasks", "flops", "--device", "cpu"] + flags)
+    with pytest.raises(error, match=message):
+        tool.main(args)
+    assert not measured

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..engine import YolactTrainer
 from .latency import REFERENCE_PRECISION, REFERENCE_RUNTIME, measure_latency
-from .models import build_trained_model, config_label, in_precision, load_config, set_precision
+from .models import benchmark_config, build_trained_model, config_label, in_precision
 
 __all__ = ["DEFAULT_EVAL_WEIGHTS", "parse_eval_weights", "evaluate_accuracy", "accuracy_rows", "add_ap_changes"]
 
@@ -33,10 +33,11 @@ def parse_eval_weights(pairs: Sequence[str]) -> List[Tuple[str, str]]:
 
 def evaluate_accuracy(
     config: str, weights: str, *, device: str, warmup: int, iters: int, output_dir: str, opts: Sequence[str] = (),
-    precision: str = "float32",
+    precision: str = "float32", input_size: Optional[int] = None,
 ) -> List[Dict]:
     """
-    Evaluate ``weights`` with ``config`` (its own input size and thresholds; ``opts`` applied) in ``precision``
+    Evaluate ``weights`` with ``config`` (its own thresholds, at ``input_size`` or its own, see
+    :func:`~.models.benchmark_config`; ``opts`` applied) in ``precision``
     (as :func:`yolact_d2.layers.resolve_precision` returns it for ``device``) on each dataset of its
     ``DATASETS.TEST``, then time the model on that dataset's first test image as its test loader prepares it
     (batch 1).
@@ -46,8 +47,8 @@ def evaluate_accuracy(
         ``box_AP50``, ``mask_AP``, ``mask_AP50`` (COCO, in %), ``median_ms``, ``p90_ms`` and ``image_size`` (the
         timed image's (H, W)).
     """
-    cfg = set_precision(load_config(config, device=device, opts=opts), precision)
-    cfg.MODEL.WEIGHTS = weights
+    cfg = benchmark_config(config, device=device, opts=opts, weights=weights, input_size=input_size,
+                           precision=precision)
     cfg.OUTPUT_DIR = os.path.join(output_dir, "eval", config_label(config), f"{REFERENCE_RUNTIME}_{precision}")
     model = in_precision(build_trained_model(cfg), cfg, precision)
     return accuracy_rows(cfg, model, config=config, weights=weights, device=device, warmup=warmup, iters=iters,

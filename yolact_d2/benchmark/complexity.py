@@ -19,6 +19,8 @@ from detectron2.utils.analysis import FlopCountAnalysis
 __all__ = ["count_parameters", "analyze_complexity"]
 
 _WRAPPER_PREFIX = "model."  # detectron2's TracingAdapter holds the model as its ``model``
+# The traced ``record_function`` ranges of YOLACT's stages: markers, no computation (fvcore: None = no flops).
+_PROFILER_RANGE_OPS = {"profiler::_record_function_enter_new": None, "profiler::_record_function_exit": None}
 
 
 def _deform_conv_flop_jit(inputs: List, outputs: List) -> int:
@@ -45,7 +47,7 @@ def analyze_complexity(model: nn.Module, inputs: Sequence[Dict]) -> Dict:
         fvcore has no formula for), and :func:`count_parameters`.
     """
     analysis = FlopCountAnalysis(model, list(inputs))
-    analysis.set_op_handle(**{"torchvision::deform_conv2d": _deform_conv_flop_jit})
+    analysis.set_op_handle(**{"torchvision::deform_conv2d": _deform_conv_flop_jit, **_PROFILER_RANGE_OPS})
     analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
     with torch.no_grad():
         by_module = analysis.by_module()

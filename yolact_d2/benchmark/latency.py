@@ -39,8 +39,10 @@ def measure_latency(model: Callable, inputs: Sequence[Dict], *, warmup: int, ite
     }
 
 
-def _is_float32_eager(row: Dict) -> bool:
-    return row["precision"] == REFERENCE_PRECISION and row["runtime"] == REFERENCE_RUNTIME
+def _float32_eager_ms(rows: List[Dict], key: Callable[[Dict], tuple]) -> Dict[tuple, float]:
+    """``key(row)`` -> median latency of the float32 eager rows."""
+    return {key(r): r["median_ms"] for r in rows
+            if r["precision"] == REFERENCE_PRECISION and r["runtime"] == REFERENCE_RUNTIME}
 
 
 def add_speedups(rows: List[Dict], reference: str) -> None:
@@ -49,8 +51,7 @@ def add_speedups(rows: List[Dict], reference: str) -> None:
     config's float32 eager row with the same mode and batch size divided by the row's (> 1: faster than the
     reference in float32). None without such a row.
     """
-    ref = {(r["mode"], r["batch_size"]): r["median_ms"] for r in rows if r["config"] == reference
-           and _is_float32_eager(r)}
+    ref = _float32_eager_ms([r for r in rows if r["config"] == reference], lambda r: (r["mode"], r["batch_size"]))
     for row in rows:
         ref_ms = ref.get((row["mode"], row["batch_size"]))
         row["speedup"] = ref_ms / row["median_ms"] if ref_ms else None
@@ -63,7 +64,8 @@ def add_precision_ratios(rows: List[Dict]) -> None:
     of the float32 eager row of the same config, mode and batch size (< 1: faster than float32). None without
     such a row.
     """
-    float32 = {(r["config"], r["mode"], r["batch_size"]): r["median_ms"] for r in rows if _is_float32_eager(r)}
+    key = lambda r: (r["config"], r["mode"], r["batch_size"])  # noqa: E731
+    float32 = _float32_eager_ms(rows, key)
     for row in rows:
-        float32_ms = float32.get((row["config"], row["mode"], row["batch_size"]))
+        float32_ms = float32.get(key(row))
         row["vs_float32"] = row["median_ms"] / float32_ms if float32_ms else None

@@ -1,6 +1,6 @@
 """
-The models a benchmark compares: their configs (files, or detectron2's model zoo as ``model_zoo:NAME``) set to
-one input size, device and work mode, and the models built from them: with random weights (whose batch norm
+The models a benchmark compares: their configs (files, or detectron2's model zoo as ``model_zoo:NAME``) on one
+device, at their own input size or a given one, in a work mode, and the models built from them: with random weights (whose batch norm
 statistics are measured on the benchmark's images, so that activations and outputs look like a trained
 model's) or with trained ones, in a precision: YOLACT by its ``MODEL.YOLACT.PRECISION`` (the network in that
 precision, the post-processing in float32), other models by autocast around their whole forward
@@ -12,12 +12,12 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch import nn
 
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
 
-from ..config import add_yolact_config
+from ..config import load_yolact_config
+from ..engine import YolactCheckpointer
 from ..layers import inference_autocast
 from ..quiet_imports import quiet_third_party_imports
 
@@ -31,7 +31,7 @@ __all__ = [
     "resolve_config_file",
     "config_label",
     "is_yolact",
-    "load_config",
+    "config_input_size",
     "set_precision",
     "benchmark_config",
     "build_random_model",
@@ -76,14 +76,11 @@ def is_yolact(cfg: CfgNode) -> bool:
     return cfg.MODEL.META_ARCHITECTURE == "YOLACT"
 
 
-def load_config(spec: str, *, device: str, opts: Sequence[str] = ()) -> CfgNode:
-    """A detectron2 config with yolact_d2's keys, merged from ``spec``, on ``device``, with ``opts`` applied."""
-    cfg = get_cfg()
-    add_yolact_config(cfg)
-    cfg.merge_from_file(resolve_config_file(spec))
-    cfg.MODEL.DEVICE = device
-    cfg.merge_from_list(list(opts))
-    return cfg
+def config_input_size(cfg: CfgNode) -> int:
+    """The side of the square images a config's model runs on: YOLACT's input size, an R-CNN's test size."""
+    if is_yolact(cfg):
+        return cfg.MODEL.YOLACT.INPUT_SIZE
+    return min(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
 
 
 def _set_input_size(cfg: CfgNode, size: int) -> None:
@@ -114,20 +111,22 @@ def set_precision(cfg: CfgNode, precision: str) -> CfgNode:
 
 
 def benchmark_config(
-    spec: str, *, device: str, input_size: int, fixed_detections: Optional[int] = None, opts: Sequence[str] = (),
-    precision: str = "float32",
+    spec: str, *, device: str, opts: Sequence[str] = (), weights: str = "", input_size: Optional[int] = None,
+    fixed_detections: Optional[int] = None, precision: str = "float32",
 ) -> CfgNode:
     """
-    ``spec`` with random weights (``MODEL.WEIGHTS ""``) at ``input_size``, at its own score threshold, or with
-    ``fixed_detections`` detections per image when given. ``opts`` are applied last, then a YOLACT's
-    ``precision`` (:func:`set_precision`).
+    ``spec`` (see :func:`resolve_config_file`) loaded by :func:`yolact_d2.config.load_yolact_config` with
+    ``opts``, on ``device``, with ``weights`` (``""``: random) and a YOLACT's ``precision`` (:func:`set_precision`),
+    at ``input_size`` (None: the config's own test size, :func:`config_input_size`), at its own score threshold or
+    with ``fixed_detections`` detections per image when given.
     """
-    cfg = load_config(spec, device=device)
-    cfg.MODEL.WEIGHTS = ""
-    _set_input_size(cfg, input_size)
+    cfg = load_yolact_config(resolve_config_file(spec), list(opts))
+    cfg.MODEL.DEVICE = device
+    cfg.MODEL.WEIGHTS = weights
+    if input_size is not None:
+        _set_input_size(cfg, input_size)
     if fixed_detections is not None:
         _set_fixed_detections(cfg, fixed_detections)
-    cfg.merge_from_list(list(opts))
     return set_precision(cfg, precision)
 
 
@@ -165,33 +164,13 @@ def build_random_model(cfg: CfgNode, inputs: Sequence[Dict]) -> nn.Module:
     return model
 
 
-class _RecordingCheckpointer(DetectionCheckpointer):
-    """A DetectionCheckpointer that keeps the keys that did not fit the model, which detectron2 only logs."""
-
-    def _load_model(self, checkpoint):
-        self.incompatible = super()._load_model(checkpoint)
-        return self.incompatible
-
-
 def build_trained_model(cfg: CfgNode) -> nn.Module:
     """
-    The config's model with the weights of ``cfg.MODEL.WEIGHTS``, in eval mode.
-
-    Raises:
-        ValueError: when the checkpoint lacks some of the model's tensors or has them in other shapes (e.g. it
-            was trained with another anchor layout): detectron2's loader only warns and keeps those tensors
-            random, which would time and score a different model.
+    The config's model with the weights of ``cfg.MODEL.WEIGHTS`` loaded by :class:`YolactCheckpointer` (which
+    refuses a YOLACT checkpoint whose tensors do not fit the model), in eval mode.
     """
     model = build_model(cfg).eval()
-    checkpointer = _RecordingCheckpointer(model)
-    checkpointer.load(cfg.MODEL.WEIGHTS)
-    incompatible = checkpointer.incompatible
-    wrong = [f"{key} {tuple(got)} (model {tuple(want)})" for key, got, want in incompatible.incorrect_shapes]
-    if incompatible.missing_keys or wrong:
-        raise ValueError(
-            f"{cfg.MODEL.WEIGHTS} does not fit the config's model: missing {incompatible.missing_keys}, "
-            f"other shapes {wrong}; was it trained with another config?"
-        )
+    YolactCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     return model
 
 

@@ -12,25 +12,23 @@ from ..export import (
     DEFAULT_CALIBRATION_COUNT,
     PRECISIONS,
     ExportedYolact,
+    check_exportable,
     config_calibration_images,
     export_onnx_models,
     onnx_precision,
-    preprocess_image,
 )
 from .accuracy import accuracy_rows
-from .latency import measure_latency
-from .models import build_trained_model, config_label, load_config
+from .models import benchmark_config, build_trained_model, config_label
 
-__all__ = [
-    "RUNTIME",
-    "PRECISIONS",
-    "onnxruntime_missing",
-    "exported_runtime",
-    "measure_onnx_latency",
-    "evaluate_onnx_accuracy",
-]
+__all__ = ["RUNTIME", "PRECISIONS", "NotApplicable", "onnxruntime_missing", "exported_runtime", "onnx_models",
+           "evaluate_onnx_accuracy"]
 
 RUNTIME = "onnxruntime"
+
+
+class NotApplicable(Exception):
+    """The ONNX Runtime rows of a config cannot exist: its model cannot be exported, or int8 has nothing to
+    calibrate on. The benchmark notes it and goes on."""
 
 
 def onnxruntime_missing() -> Optional[str]:
@@ -49,62 +47,48 @@ def exported_runtime(path: str) -> Dict[str, str]:
     return {"precision": onnx_precision(path), "runtime": RUNTIME}
 
 
-def _onnx_models(model, cfg, calibration_images: Sequence[torch.Tensor], precisions, folder) -> Dict:
-    """``model`` exported (and quantized on ``calibration_images``) to ``folder``: ExportedYolact by precision."""
+def onnx_models(model, cfg, calibration_images: Sequence[torch.Tensor], precisions, folder) -> Dict:
+    """
+    The eager YOLACT ``model`` of ``cfg`` exported to ``folder`` (int8 quantized on ``calibration_images``,
+    (1, 3, S, S) float32): ExportedYolact by precision.
+
+    Raises:
+        NotApplicable: when the model cannot be exported (:func:`yolact_d2.export.check_exportable`).
+    """
+    try:
+        check_exportable(model)
+    except ValueError as e:
+        raise NotApplicable(str(e)) from e
     size = cfg.MODEL.YOLACT.INPUT_SIZE
     sample = calibration_images[0] if len(calibration_images) else torch.zeros(1, 3, size, size)
     paths = export_onnx_models(model, sample, folder, calibration_images if "int8" in precisions else ())
     return {precision: ExportedYolact(paths[precision], cfg) for precision in precisions}
 
 
-def measure_onnx_latency(
-    model, cfg, inputs: Sequence[Dict], precisions: Sequence[str], *, batch_sizes: Sequence[int], warmup: int,
-    iters: int, device: str, folder: str
-) -> List[Dict]:
-    """
-    Export the eager YOLACT ``model`` of ``cfg`` to ``folder`` in each of ``precisions`` (int8 calibrated on all
-    of ``inputs``, detectron2 input dicts) and time each file on the first ``batch_size`` inputs like the eager
-    model (the whole pipeline, :func:`measure_latency`).
-
-    Returns:
-        per precision and batch size: ``precision``, ``runtime`` ("onnxruntime") and :func:`measure_latency`'s
-        fields.
-
-    Raises:
-        ValueError: when the model cannot be exported (:func:`yolact_d2.export.check_exportable`).
-    """
-    calibration = [preprocess_image(x["image"], cfg.MODEL.YOLACT.INPUT_SIZE) for x in inputs]
-    rows = []
-    for precision, exported in _onnx_models(model, cfg, calibration, precisions, folder).items():
-        for batch_size in batch_sizes:
-            speed = measure_latency(exported, inputs[:batch_size], warmup=warmup, iters=iters, device=device)
-            rows.append({"precision": precision, "runtime": RUNTIME, **speed})
-    return rows
-
-
 def evaluate_onnx_accuracy(
     config: str, weights: str, precisions: Sequence[str], *, device: str, warmup: int, iters: int,
-    output_dir: str, opts: Sequence[str] = (), calibration_count: int = DEFAULT_CALIBRATION_COUNT
+    output_dir: str, opts: Sequence[str] = (), input_size: Optional[int] = None,
+    calibration_count: int = DEFAULT_CALIBRATION_COUNT
 ) -> List[Dict]:
     """
     :func:`yolact_d2.benchmark.accuracy.evaluate_accuracy` of ``weights`` exported to ONNX in each of
-    ``precisions``: the trained YOLACT of ``config`` (its own input size and thresholds, ``opts`` applied) is
-    written to ``output_dir/onnx/<label>/`` (int8 calibrated on ``calibration_count`` images of its
+    ``precisions``: the trained YOLACT of ``config`` (its own thresholds, at ``input_size`` or its own, ``opts``
+    applied) is written to ``output_dir/onnx/<label>/`` (int8 calibrated on ``calibration_count`` images of its
     ``DATASETS.TRAIN[0]``, never the evaluated ones), then each file is evaluated and timed by ONNX Runtime.
 
     Returns:
         per precision and dataset: :func:`evaluate_accuracy`'s row with ``precision`` and ``runtime``
         ("onnxruntime").
-
     Raises:
-        ValueError: when the model cannot be exported, or int8 has no ``DATASETS.TRAIN`` to calibrate on.
+        NotApplicable: when the model cannot be exported, or int8 has no ``DATASETS.TRAIN`` to calibrate on.
     """
-    cfg = load_config(config, device=device, opts=opts)
-    cfg.MODEL.WEIGHTS = weights
+    cfg = benchmark_config(config, device=device, opts=opts, weights=weights, input_size=input_size)
+    if "int8" in precisions and not cfg.DATASETS.TRAIN:
+        raise NotApplicable("int8 is calibrated on DATASETS.TRAIN[0], and the config has no DATASETS.TRAIN")
     label = config_label(config)
     calibration = config_calibration_images(cfg, count=calibration_count) if "int8" in precisions else []
     folder = os.path.join(output_dir, "onnx", label)
-    models = _onnx_models(build_trained_model(cfg), cfg, calibration, precisions, folder)
+    models = onnx_models(build_trained_model(cfg), cfg, calibration, precisions, folder)
     rows = []
     for precision, exported in models.items():
         eval_cfg = cfg.clone()

@@ -8,7 +8,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -17,7 +17,7 @@ from tabulate import tabulate
 from .latency import REFERENCE_PRECISION, REFERENCE_RUNTIME
 
 __all__ = ["JSON_FILE", "MARKDOWN_FILE", "PLOT_FILE", "build_sections", "format_text", "format_markdown",
-           "plot_ap_vs_latency", "write_reports"]
+           "ap_axis_limits", "plot_ap_vs_latency", "write_reports"]
 
 JSON_FILE = "benchmark.json"
 MARKDOWN_FILE = "benchmark.md"
@@ -51,6 +51,14 @@ def _counts(counts: List[int]) -> str:
     return str(counts[0]) if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
 
 
+def _size(row: Dict) -> str:
+    return f"{row['input_size']}x{row['input_size']}"
+
+
+def _input_setting(size: Optional[int]) -> str:
+    return f"{size}x{size} for every config" if size else "each config's own size"
+
+
 def _memory_method(rows: List[Dict]) -> str:
     return ", ".join(sorted({r["memory_method"] for r in rows}))
 
@@ -64,9 +72,9 @@ def _latency(results) -> Section:
     fixed = results["settings"]["fixed_detections"]
     section.tables.append(Table(
         "Inference latency per image",
-        ["config", "mode", "batch", "precision", "runtime", "median ms", "p90 ms", "images/s", "peak mem MiB",
+        ["config", "mode", "input", "batch", "precision", "runtime", "median ms", "p90 ms", "images/s", "peak mem MiB",
          "detections/image", "vs float32", f"speed-up vs {reference} float32" if reference else "speed-up"],
-        [[r["config"], r["mode"], r["batch_size"], r["precision"], r["runtime"], _num(r["median_ms"]),
+        [[r["config"], r["mode"], _size(r), r["batch_size"], r["precision"], r["runtime"], _num(r["median_ms"]),
           _num(r["p90_ms"]), _num(r["images_per_s"], 2), _num(r["peak_memory_mb"]), _counts(r["detections"]),
           _num(r.get("vs_float32"), 2), _num(r.get("speedup"), 2)] for r in rows],
         "Batch time / batch size; median and 90th percentile of the timed runs after warm-up. Modes: default = "
@@ -85,14 +93,15 @@ def _stages(results) -> Section:
         rows = [[s["stage"], _num(s["median_ms"]), _num(100 * s["share"]), _num(s["gmacs"], 2), _num(s["gmacs_per_s"])]
                 for s in r["stages"]]
         rows += [["sum of stages", _num(r["sum_ms"]), "100.0", "", ""],
-                 ["end-to-end (instrumented)", _num(r["end_to_end_ms"]), "", "", ""],
+                 ["end-to-end (profiled)", _num(r["end_to_end_ms"]), "", "", ""],
                  ["end-to-end (plain forward: latency table)", _num(r["plain_ms"]), "", "", ""]]
         section.tables.append(Table(
-            f"{r['config']} ({r['precision']}, {r['mode']} mode, batch {r['batch_size']}, "
+            f"{r['config']} ({r['precision']}, {r['mode']} mode, input {_size(r)}, batch {r['batch_size']}, "
             f"{_counts(r['detections'])} detections)",
             ["stage", "median ms", "share %", "GMACs", "GMAC/s"], rows,
-            "The model's forward with each stage's methods timed between device synchronisations; 'other' is the "
-            "rest of the instrumented forward. GMAC/s = fvcore GMACs of a convolutional stage / its median time.",
+            "The model's forward under torch.profiler, each stage the duration of its record_function range "
+            "(CUDA: its kernels' time); 'other' is the rest of the profiled forward. GMAC/s = fvcore GMACs of a "
+            "convolutional stage / its median time.",
         ))
     return section
 
@@ -123,8 +132,8 @@ def _flops(results) -> Section:
     if rows:
         section.tables.append(Table(
             "Inference FLOPs (one image) and parameters",
-            ["config", "mode", "GMACs", "params (M)", "trainable (M)", "ops not counted"],
-            [[r["config"], r["mode"], _num(r["gmacs"], 2), _num(r["params"] / 1e6, 2),
+            ["config", "mode", "input", "GMACs", "params (M)", "trainable (M)", "ops not counted"],
+            [[r["config"], r["mode"], _size(r), _num(r["gmacs"], 2), _num(r["params"] / 1e6, 2),
               _num(r["trainable_params"] / 1e6, 2), ", ".join(sorted(r["uncounted_ops"]))] for r in rows],
             "fvcore counts one fused multiply-add as one flop: GMACs. Element-wise ops and NMS are not counted; "
             "deformable convs count as the plain conv of their shape.",
@@ -137,9 +146,10 @@ def _training(results) -> Section:
     rows = results["train"]
     if rows:
         section.tables.append(Table(
-            "Training iteration (forward + losses + backward + SGD step)",
-            ["config", "batch", "precision", "median s/iter", "p90 s/iter", "images/s", "peak mem MiB"],
-            [[r["config"], r["batch_size"], r["precision"], _num(r["median_ms"] / 1000, 3),
+            "Training iteration (forward + losses + backward + optimizer step)",
+            ["config", "input", "batch", "optimizer", "precision", "median s/iter", "p90 s/iter", "images/s",
+             "peak mem MiB"],
+            [[r["config"], _size(r), r["batch_size"], r["optimizer"], r["precision"], _num(r["median_ms"] / 1000, 3),
               _num(r["p90_ms"] / 1000, 3), _num(r["images_per_s"], 2), _num(r["peak_memory_mb"])] for r in rows],
             f"Random weights, synthetic box + mask ground truth. Peak memory: {_memory_method(rows)}.",
         ))
@@ -176,7 +186,7 @@ def _settings_lines(results) -> List[str]:
         f"CPU: {m['cpu']} ({m['cpu_cores']} cores, {m['torch_threads']} torch threads)",
         f"Device: {m['device']} ({m['device_name']})",
         f"torch {m['torch']} (CUDA {m['cuda']}), detectron2 {m['detectron2']}, Python {m['python']}, {m['platform']}",
-        f"Input {s['input_size']}x{s['input_size']}, batch sizes {list(s['batch_sizes'])}, training batch "
+        f"Input {_input_setting(s['input_size'])}, batch sizes {list(s['batch_sizes'])}, training batch "
         f"{s['train_batch_size']}, warm-up {s['warmup']}, timed runs {s['iters']}, "
         f"images: {', '.join(s['images']) if s['images'] else 'synthetic'}",
     ]
@@ -234,6 +244,18 @@ def _label_offsets(points: List[Dict]) -> List[int]:
     return offsets
 
 
+def ap_axis_limits(low: float, high: float) -> Tuple[float, float]:
+    """
+    The AP axis of the plot from matplotlib's (``low``, ``high``): at least :data:`_MIN_AP_SPAN` high about its
+    middle (a few hundredths of AP apart must not look like a gap), within AP's range [0, 100].
+    """
+    if high - low < _MIN_AP_SPAN:
+        middle = (low + high) / 2
+        low, high = middle - _MIN_AP_SPAN / 2, middle + _MIN_AP_SPAN / 2
+    shift = max(0.0, -low) - max(0.0, high - 100.0)
+    return max(0.0, low + shift), min(100.0, high + shift)
+
+
 def plot_ap_vs_latency(rows: List[Dict], path: str, device: str = "") -> bool:
     """
     Mask AP vs median latency of the accuracy rows with a finite AP, one point per row (config, dataset,
@@ -252,10 +274,7 @@ def plot_ap_vs_latency(rows: List[Dict], path: str, device: str = "") -> bool:
     ax.set_ylabel("mask AP")
     ax.set_title(f"Mask AP vs latency{' on ' + device if device else ''}")
     ax.margins(0.2)  # room for the labels
-    low, high = ax.get_ylim()
-    if high - low < _MIN_AP_SPAN:  # a few hundredths of AP apart must not look like a gap
-        middle = (low + high) / 2
-        ax.set_ylim(middle - _MIN_AP_SPAN / 2, middle + _MIN_AP_SPAN / 2)
+    ax.set_ylim(*ap_axis_limits(*ax.get_ylim()))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")  # the labels of the rightmost points stay in

@@ -1,12 +1,13 @@
 """
-The benchmark suite: every selected measurement of every config, in one process, on the same images, device and
-input size, gathered in one results dict (written out by :mod:`.report`).
+The benchmark suite: every selected measurement of every config, in one process, on the same images and device,
+gathered in one results dict (written out by :mod:`.report`).
 """
 import dataclasses
 import logging
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..export import ExportedYolact, preprocess_image
 from ..layers import PRECISIONS, resolve_precision
 from .accuracy import DEFAULT_EVAL_WEIGHTS, add_ap_changes, evaluate_accuracy
 from .complexity import analyze_complexity
@@ -17,19 +18,21 @@ from .models import (
     DEFAULT_CONFIGS,
     benchmark_config,
     build_random_model,
+    config_input_size,
     config_label,
     in_precision,
     is_yolact,
-    load_config,
     resolve_config_file,
     resolve_path,
 )
 from .nms import compare_nms
 from .onnx_runtime import (
     PRECISIONS as ONNX_PRECISIONS,
+    RUNTIME as ONNX_RUNTIME,
+    NotApplicable,
     evaluate_onnx_accuracy,
     exported_runtime,
-    measure_onnx_latency,
+    onnx_models,
     onnxruntime_missing,
 )
 from .stages import measure_stages
@@ -45,7 +48,8 @@ TASKS = ("latency", "stages", "nms", "flops", "train", "accuracy")
 @dataclasses.dataclass
 class BenchmarkSettings:
     """
-    What to measure. Every config runs at ``input_size`` on ``device`` with random weights, at its own score
+    What to measure. Every config runs on ``device`` at ``input_size`` (None: each config's own,
+    :func:`~.models.config_input_size`; every row reports its size) with random weights, at its own score
     threshold ("default" mode) and, unless ``fixed_detections`` is 0, at score threshold 0 with exactly
     ``fixed_detections`` detections per image ("fixed" mode, the equal-work comparison; also the mode of the
     stage breakdown and FLOP count). ``eval_weights`` (config, weights) pairs are evaluated by the "accuracy"
@@ -62,7 +66,7 @@ class BenchmarkSettings:
 
     configs: Sequence[str] = DEFAULT_CONFIGS
     device: str = "cpu"
-    input_size: int = 550
+    input_size: Optional[int] = None
     batch_sizes: Sequence[int] = (1, 2)
     warmup: int = 1
     iters: int = 3
@@ -87,6 +91,8 @@ def _check(s: BenchmarkSettings) -> None:
         raise ValueError("Batch sizes and --iters must be >= 1")
     if s.warmup < 0 or s.fixed_detections < 0:
         raise ValueError("--warmup and --fixed-detections must be >= 0")
+    if s.input_size is not None and s.input_size < 1:
+        raise ValueError(f"--input-size must be >= 1 (or left out: each config's own size); got {s.input_size}")
     unknown = [p for p in s.precisions if p not in PRECISIONS]
     if unknown or not s.precisions:
         raise ValueError(f"--precisions {list(s.precisions)}: choose one or more of {', '.join(PRECISIONS)}")
@@ -102,12 +108,12 @@ def _check(s: BenchmarkSettings) -> None:
         raise ValueError(f"Configs need distinct file names (they label the results); got {labels}")
 
 
-def _images(s: BenchmarkSettings):
-    """The images of every run: the files (cycled) or synthetic ones, enough for the largest batch."""
+def _images(s: BenchmarkSettings, size: int):
+    """The size x size images of every run: the files (cycled) or synthetic ones, enough for the largest batch."""
     count = max(list(s.batch_sizes) + [s.train_batch_size])
     if not s.images:
-        return synthetic_images(count, s.input_size)
-    files = read_images(s.images, s.input_size)
+        return synthetic_images(count, size)
+    files = read_images(s.images, size)
     return [files[i % len(files)] for i in range(count)]
 
 
@@ -115,18 +121,19 @@ def _modes(s: BenchmarkSettings) -> List[Tuple[str, Optional[int]]]:
     return [("default", None)] + ([("fixed", s.fixed_detections)] if s.fixed_detections else [])
 
 
-def _exported_model_class():
-    """``yolact_d2.export.ExportedYolact``, with a clear error where that module is missing or broken."""
-    try:
-        from ..export import ExportedYolact
-    except ImportError as e:
-        raise RuntimeError(
-            f"--exported needs ExportedYolact from yolact_d2.export, which cannot be imported: {e}"
-        ) from e
-    return ExportedYolact
+def _latency_rows(model, cfg, images, s, results, **fields) -> List[Dict]:
+    """Time ``model`` (of ``cfg``) at every batch size; the rows, with ``fields``, go to ``results``."""
+    rows = []
+    for batch_size in s.batch_sizes:
+        logger.info("latency: %s, batch %d", ", ".join(map(str, fields.values())), batch_size)
+        row = measure_latency(model, inference_inputs(images[:batch_size], cfg),
+                              warmup=s.warmup, iters=s.iters, device=s.device)
+        rows.append({**fields, "input_size": images[0].shape[-1], **row})
+    results["latency"].extend(rows)
+    return rows
 
 
-def _inference_tasks(spec, images, s, results) -> None:
+def _inference_tasks(spec, s, results) -> None:
     """Latency, stages and FLOPs of one config in each mode and precision."""
     label = config_label(spec)
     work_mode = _modes(s)[-1][0]
@@ -137,39 +144,33 @@ def _inference_tasks(spec, images, s, results) -> None:
         for precision in s.precisions:
             cfg = benchmark_config(spec, device=s.device, input_size=s.input_size,
                                    fixed_detections=num_detections, opts=s.opts, precision=precision)
+            images = _images(s, config_input_size(cfg))
             model = in_precision(build_random_model(cfg, inference_inputs(images[:1], cfg)), cfg, precision)
             if "latency" in s.tasks:
-                _latency_rows(label, mode, precision, num_detections, model, cfg, images, s, results)
+                fields = {"config": label, "mode": mode, "precision": precision, "runtime": REFERENCE_RUNTIME}
+                for row in _latency_rows(model, cfg, images, s, results, **fields):
+                    if num_detections is not None and set(row["detections"]) != {num_detections}:
+                        results["notes"].append(f"{label} ({precision}) emitted {row['detections']} detections in "
+                                                f"fixed mode, not {num_detections}")
                 if s.onnxruntime and is_yolact(cfg) and precision == "float32":
-                    _onnxruntime_latency(label, mode, cfg, model, inference_inputs(images, cfg), s, results)
+                    _onnxruntime_latency(label, mode, cfg, model, images, s, results)
             if mode == work_mode:
                 complexity = _work_mode_tasks(label, mode, precision, cfg, model, inference_inputs(images[:1], cfg),
                                               s, results, complexity)
 
 
-def _latency_rows(label, mode, precision, num_detections, model, cfg, images, s, results) -> None:
-    for batch_size in s.batch_sizes:
-        logger.info("latency: %s, %s mode, %s, batch %d", label, mode, precision, batch_size)
-        row = measure_latency(model, inference_inputs(images[:batch_size], cfg),
-                              warmup=s.warmup, iters=s.iters, device=s.device)
-        results["latency"].append(
-            {"config": label, "mode": mode, "precision": precision, "runtime": REFERENCE_RUNTIME, **row})
-        if num_detections is not None and set(row["detections"]) != {num_detections}:
-            results["notes"].append(f"{label} ({precision}) emitted {row['detections']} detections in fixed mode, "
-                                    f"not {num_detections}")
-
-
-def _onnxruntime_latency(label, mode, cfg, model, inputs, s, results) -> None:
-    """Latency rows of ``model`` exported to ONNX in each of ``s.onnxruntime``'s precisions."""
-    logger.info("latency: %s, %s mode, ONNX Runtime %s", label, mode, ", ".join(s.onnxruntime))
-    folder = os.path.join(s.output_dir, "onnx", label, mode)
+def _onnxruntime_latency(label, mode, cfg, model, images, s, results) -> None:
+    """Latency rows of ``model`` exported to ONNX in each of ``s.onnxruntime``'s precisions (int8 calibrated on
+    the benchmark's images)."""
+    calibration = [preprocess_image(x["image"], cfg.MODEL.YOLACT.INPUT_SIZE) for x in inference_inputs(images, cfg)]
     try:
-        rows = measure_onnx_latency(model, cfg, inputs, s.onnxruntime, batch_sizes=s.batch_sizes, warmup=s.warmup,
-                                    iters=s.iters, device=s.device, folder=folder)
-    except ValueError as e:  # a config that cannot be exported
+        models = onnx_models(model, cfg, calibration, s.onnxruntime, os.path.join(s.output_dir, "onnx", label, mode))
+    except NotApplicable as e:
         results["notes"].append(f"ONNX Runtime latency of {label} skipped: {e}")
         return
-    results["latency"].extend({"config": label, "mode": mode, **row} for row in rows)
+    for precision, exported in models.items():
+        _latency_rows(exported, cfg, images, s, results, config=label, mode=mode, precision=precision,
+                      runtime=ONNX_RUNTIME)
 
 
 def _work_mode_tasks(label, mode, precision, cfg, model, inputs, s, results, complexity=None) -> Optional[Dict]:
@@ -182,11 +183,12 @@ def _work_mode_tasks(label, mode, precision, cfg, model, inputs, s, results, com
     want_stages = "stages" in s.tasks and is_yolact(cfg)
     if not want_flops and not want_stages:
         return complexity
+    size = config_input_size(cfg)
     if complexity is None:
         logger.info("FLOPs: %s", label)
         complexity = analyze_complexity(model, inputs)
     if want_flops:
-        results["flops"].append({"config": label, "mode": mode,
+        results["flops"].append({"config": label, "mode": mode, "input_size": size,
                                  **{k: v for k, v in complexity.items() if k != "gmacs_by_module"}})
     if want_stages:
         logger.info("stages: %s, %s", label, precision)
@@ -195,31 +197,28 @@ def _work_mode_tasks(label, mode, precision, cfg, model, inputs, s, results, com
         plain = [r["median_ms"] for r in results["latency"]
                  if (r["config"], r["mode"], r["batch_size"], r["precision"], r["runtime"])
                  == (label, mode, len(inputs), precision, REFERENCE_RUNTIME)]
-        results["stages"].append({"config": label, "mode": mode, "precision": precision, **stages,
-                                  "plain_ms": plain[0] if plain else None})
+        results["stages"].append({"config": label, "mode": mode, "precision": precision, "input_size": size,
+                                  **stages, "plain_ms": plain[0] if plain else None})
     return complexity
 
 
-def _training_task(spec, images, s, results) -> None:
+def _training_task(spec, s, results) -> None:
     label = config_label(spec)
     logger.info("training: %s", label)
     cfg = benchmark_config(spec, device=s.device, input_size=s.input_size, opts=s.opts)
-    batch = training_inputs(images[: s.train_batch_size], cfg)
-    results["train"].append({"config": label, **measure_training(cfg, batch, warmup=s.warmup, iters=s.iters)})
+    size = config_input_size(cfg)
+    batch = training_inputs(_images(s, size)[: s.train_batch_size], cfg)
+    results["train"].append({"config": label, "input_size": size,
+                             **measure_training(cfg, batch, warmup=s.warmup, iters=s.iters)})
 
 
-def _exported_task(exported_class, yolact_specs, images, s, results) -> None:
+def _exported_task(yolact_specs, s, results) -> None:
     spec = s.exported_config or (yolact_specs[0] if yolact_specs else None)
     if spec is None:
         raise ValueError("--exported needs --exported-config when no YOLACT config is benchmarked")
     cfg = benchmark_config(spec, device=s.device, input_size=s.input_size, opts=s.opts)
-    model = exported_class(s.exported, cfg)
-    label = "exported:" + os.path.basename(s.exported)
-    for batch_size in s.batch_sizes:
-        logger.info("latency: %s, batch %d", label, batch_size)
-        row = measure_latency(model, inference_inputs(images[:batch_size], cfg),
-                              warmup=s.warmup, iters=s.iters, device=s.device)
-        results["latency"].append({"config": label, "mode": "default", **exported_runtime(s.exported), **row})
+    _latency_rows(ExportedYolact(s.exported, cfg), cfg, _images(s, config_input_size(cfg)), s, results,
+                  config="exported:" + os.path.basename(s.exported), mode="default", **exported_runtime(s.exported))
 
 
 def _accuracy_task(s, results) -> None:
@@ -233,8 +232,8 @@ def _accuracy_task(s, results) -> None:
             logger.info("accuracy: %s with %s in %s", config_label(config), path, precision)
             results["accuracy"].extend(evaluate_accuracy(
                 config, path, device=s.device, warmup=s.warmup, iters=s.iters, output_dir=s.output_dir,
-                opts=s.opts, precision=precision))
-        if s.onnxruntime and is_yolact(load_config(config, device=s.device, opts=s.opts)):
+                opts=s.opts, precision=precision, input_size=s.input_size))
+        if s.onnxruntime and is_yolact(benchmark_config(config, device=s.device, opts=s.opts)):
             _onnxruntime_accuracy(config, path, s, results)
 
 
@@ -244,8 +243,8 @@ def _onnxruntime_accuracy(config, weights, s, results) -> None:
     try:
         results["accuracy"].extend(evaluate_onnx_accuracy(
             config, weights, s.onnxruntime, device=s.device, warmup=s.warmup, iters=s.iters,
-            output_dir=s.output_dir, opts=s.opts))
-    except ValueError as e:  # not exportable, or no dataset to calibrate int8 on
+            output_dir=s.output_dir, opts=s.opts, input_size=s.input_size))
+    except NotApplicable as e:
         results["notes"].append(f"ONNX Runtime accuracy of {config_label(config)} skipped: {e}")
 
 
@@ -278,10 +277,10 @@ def run_benchmark(s: BenchmarkSettings) -> Dict:
     eager rows), ``latency``, ``stages``, ``nms``, ``flops``, ``train`` and ``accuracy`` results and ``notes``.
     Latency and accuracy rows have a ``precision`` and a ``runtime`` ("eager" for the PyTorch model); latency rows
     a ``vs_float32`` ratio (:func:`~.latency.add_precision_ratios`), accuracy rows AP changes from float32
-    (:func:`~.accuracy.add_ap_changes`), computed once every row exists.
+    (:func:`~.accuracy.add_ap_changes`), computed once every row exists. Latency, stages, FLOPs and training rows
+    have their ``input_size``; accuracy rows the ``image_size`` they were timed on.
     """
     _check(s)
-    exported_class = _exported_model_class() if s.exported else None
     results = {
         "machine": machine_info(s.device),
         "settings": dataclasses.asdict(s),
@@ -291,19 +290,18 @@ def run_benchmark(s: BenchmarkSettings) -> Dict:
     }
     s = _without_missing_onnxruntime(s, results)
     s = dataclasses.replace(s, precisions=_device_precisions(s, results))
-    images = _images(s)
     for spec in s.configs:
-        arch = load_config(spec, device=s.device, opts=s.opts).MODEL.META_ARCHITECTURE
+        arch = benchmark_config(spec, device=s.device, opts=s.opts).MODEL.META_ARCHITECTURE
         results["models"].append({"config": config_label(spec), "file": resolve_config_file(spec),
                                   "meta_architecture": arch})
         if set(s.tasks) & {"latency", "stages", "flops"}:
-            _inference_tasks(spec, images, s, results)
+            _inference_tasks(spec, s, results)
         if "train" in s.tasks:
-            _training_task(spec, images, s, results)
+            _training_task(spec, s, results)
     yolact_specs = [c for c, m in zip(s.configs, results["models"]) if m["meta_architecture"] == "YOLACT"]
-    if exported_class is not None and "latency" in s.tasks:
-        _exported_task(exported_class, yolact_specs, images, s, results)
-    elif exported_class is not None:
+    if s.exported and "latency" in s.tasks:
+        _exported_task(yolact_specs, s, results)
+    elif s.exported:
         results["notes"].append("--exported is timed by the latency task, which was not selected")
     if s.onnxruntime and not {"latency", "accuracy"} & set(s.tasks):
         results["notes"].append("--onnxruntime adds to the latency and accuracy tasks, neither of which was selected")

@@ -8,25 +8,22 @@ place then), so that it is comparable across models run in one process:
   ``torch.cuda.memory_allocated`` at the start: the tensors' peak, not the allocator's cache.
 * CPU: the peak resident set size of the process (``VmHWM`` of ``/proc/self/status``, reset by writing 5 to
   ``/proc/self/clear_refs``) minus the resident set size at the start, after freed heap memory has been handed
-  back to the OS (glibc's ``malloc_trim``) so that an earlier run's free memory is not reused unseen. Where the
-  peak cannot be reset (not Linux), the growth of ``getrusage``'s ``ru_maxrss`` is used: a lower bound, 0 when
-  the runs stay under the process's earlier peak. The method is reported with the number.
+  back to the OS (glibc's ``malloc_trim``) so that an earlier run's free memory is not reused unseen (without
+  either, a model can read as needing nothing: docs/benchmark.md). Where the peak cannot be reset (not Linux) it
+  is not measured (None). The method is reported with the number.
 """
-import contextlib
 import ctypes
 import ctypes.util
 import functools
 import gc
-import resource
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 
-__all__ = ["synchronize", "Measurement", "measure", "PeakMemory", "StageClock", "summarize"]
+__all__ = ["synchronize", "Measurement", "measure", "PeakMemory", "summarize"]
 
 _MIB = 2**20
 
@@ -73,13 +70,13 @@ def _reset_peak_rss() -> bool:
 class PeakMemory:
     """
     Context manager measuring the peak memory of what runs inside it above the level at entry (see the
-    module's docstring). After exit: ``peak_mb`` (MiB) and ``method`` (how it was measured).
+    module's docstring). After exit: ``peak_mb`` (MiB; None where it cannot be measured) and ``method``.
     """
 
     def __init__(self, device):
         self.device = torch.device(device)
         self.peak_mb: Optional[float] = None
-        self.method = ""
+        self.method = "not measured (no /proc/self/clear_refs)"
 
     def __enter__(self):
         gc.collect()
@@ -95,14 +92,7 @@ class PeakMemory:
         if _reset_peak_rss():
             self._start = _proc_status_kib("VmRSS") * 1024
             self.method = "peak RSS growth (VmHWM)"
-        else:
-            self._start = self._ru_maxrss()
-            self.method = "ru_maxrss growth (lower bound)"
         return self
-
-    @staticmethod
-    def _ru_maxrss() -> int:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
@@ -111,8 +101,8 @@ class PeakMemory:
         elif self.method.startswith("peak RSS"):
             peak = _proc_status_kib("VmHWM") * 1024
         else:
-            peak = self._ru_maxrss()
-        self.peak_mb = max(0, peak - self._start) / _MIB
+            return False
+        self.peak_mb = (peak - self._start) / _MIB
         return False
 
 
@@ -121,14 +111,15 @@ class Measurement:
     """Seconds of each timed run (after warm-up) and the peak memory of those runs above their start."""
 
     seconds: List[float]
-    peak_memory_mb: float
+    peak_memory_mb: Optional[float]
     memory_method: str
 
 
 def measure(fn: Callable[[], object], *, warmup: int, iters: int, device) -> Measurement:
     """
     Call ``fn`` ``warmup`` times, then time ``iters`` calls, each between two device synchronisations, while
-    tracking peak memory.
+    tracking peak memory. (``torch.utils.benchmark.Timer.timeit`` adds two untimed calls to every measurement and
+    returns their mean, where the tables need each run's time for the median and 90th percentile.)
     """
     if iters < 1:
         raise ValueError(f"iters must be >= 1; got {iters}")
@@ -143,58 +134,3 @@ def measure(fn: Callable[[], object], *, warmup: int, iters: int, device) -> Mea
             synchronize(device)
             seconds.append(time.perf_counter() - start)
     return Measurement(seconds, memory.peak_mb, memory.method)
-
-
-class StageClock:
-    """
-    Accumulates, per stage name, the time spent in stages (each between two device synchronisations).
-    Stages nest: while an inner stage runs, the outer one's clock stops, so every moment counts once.
-    ``reset()`` clears it; ``seconds`` maps stage -> seconds since then.
-    """
-
-    def __init__(self, device):
-        self.device = device
-        self.seconds: Dict[str, float] = defaultdict(float)
-        self._running: List[str] = []  # the open stages, innermost last
-        self._since = 0.0  # when the innermost open stage last (re)started
-
-    def reset(self) -> None:
-        self.seconds = defaultdict(float)
-
-    def _lap(self) -> float:
-        """Add the time since the last lap to the innermost open stage; returns now."""
-        synchronize(self.device)
-        now = time.perf_counter()
-        if self._running:
-            self.seconds[self._running[-1]] += now - self._since
-        self._since = now
-        return now
-
-    def start(self, stage: str) -> None:
-        """Open ``stage``, pausing the stage it runs in."""
-        self._lap()
-        self._running.append(stage)
-
-    def stop(self) -> None:
-        """Close the innermost open stage, resuming the one it ran in."""
-        self._lap()
-        self._running.pop()
-
-    @contextlib.contextmanager
-    def stage(self, stage: str):
-        """What runs inside the context adds its time to ``stage``."""
-        self.start(stage)
-        try:
-            yield
-        finally:
-            self.stop()
-
-    def wrap(self, stage: str, fn: Callable) -> Callable:
-        """``fn`` with its time added to ``stage``."""
-
-        @functools.wraps(fn)
-        def timed(*args, **kwargs):
-            with self.stage(stage):
-                return fn(*args, **kwargs)
-
-        return timed

@@ -1,4 +1,4 @@
-"""Training speed: seconds per iteration (forward, losses, backward, SGD step) on a fixed synthetic batch."""
+"""Training speed: seconds per iteration (forward, losses, backward, optimizer step) on a fixed synthetic batch."""
 import itertools
 from typing import Dict, Sequence
 
@@ -23,16 +23,16 @@ def measure_training(cfg: CfgNode, batch: Sequence[Dict], *, warmup: int, iters:
     Time training iterations of the config's model (random weights, see :func:`~.models.build_random_model`,
     ``model.train()``) on ``batch`` (input dicts with ``instances``): the step of the training loop that
     ``YolactTrainer`` would run (:func:`~yolact_d2.engine.build_step_trainer`: forward with losses, backward,
-    a step of detectron2's SGD with the config's momentum, weight decay, parameter groups and gradient clipping,
-    learning rate :data:`TRAIN_LR`; in mixed precision when ``SOLVER.AMP.ENABLED`` and the device runs it natively).
+    a step of the config's optimizer, :meth:`YolactTrainer.build_optimizer`, with its parameter groups and
+    gradient clipping, learning rate :data:`TRAIN_LR`; in mixed precision when ``SOLVER.AMP.ENABLED`` and the
+    device runs it natively).
 
     Returns:
-        dict: ``batch_size``, ``precision`` ("float32", or the autocast dtype's name), ``median_ms`` /
-        ``p90_ms`` / ``mean_ms`` per iteration, ``images_per_s``, ``peak_memory_mb`` and ``memory_method``
-        (see :mod:`.timing`).
+        dict: ``batch_size``, ``optimizer`` (the optimizer's class name), ``precision`` ("float32", or the
+        autocast dtype's name), ``median_ms`` / ``p90_ms`` / ``mean_ms`` per iteration, ``images_per_s``,
+        ``peak_memory_mb`` and ``memory_method`` (see :mod:`.timing`).
     """
     cfg = cfg.clone()
-    cfg.SOLVER.OPTIMIZER = "SGD"
     cfg.SOLVER.BASE_LR = TRAIN_LR
     model = build_random_model(cfg, batch).train()
     optimizer = YolactTrainer.build_optimizer(cfg, model)
@@ -44,6 +44,7 @@ def measure_training(cfg: CfgNode, batch: Sequence[Dict], *, warmup: int, iters:
     stats = summarize(m.seconds)
     return {
         "batch_size": len(batch),
+        "optimizer": type(optimizer).__name__,
         # AMPTrainer and AutocastTrainer name their autocast dtype "precision"; SimpleTrainer has none
         "precision": str(getattr(trainer, "precision", torch.float32)).replace("torch.", ""),
         **stats,
@@ -51,4 +52,3 @@ def measure_training(cfg: CfgNode, batch: Sequence[Dict], *, warmup: int, iters:
         "peak_memory_mb": m.peak_memory_mb,
         "memory_method": m.memory_method,
     }
-

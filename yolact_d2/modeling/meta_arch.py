@@ -1,11 +1,11 @@
 """The YOLACT meta-architecture: detectron2's ``list[dict]`` in, ``Instances`` (or losses) out."""
-import contextlib
 import logging
-from typing import Callable, ContextManager, Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
@@ -23,12 +23,10 @@ from .postprocessing import build_postprocessor, masks_to_image
 from .protonet import build_protonet
 from .semantic_seg import YolactSemSegHead
 
-__all__ = ["YOLACT", "Detections", "INFERENCE_STAGES", "as_float_image", "resize_to_input", "detections_to_instances"]
+__all__ = ["YOLACT", "Detections", "as_float_image", "resize_to_input", "detections_to_instances"]
 
 logger = logging.getLogger(__name__)
 
-# The steps of YOLACT's inference, in order, that a stage timer (:meth:`YOLACT.stage_timer`) sees.
-INFERENCE_STAGES = ("preprocess", "backbone", "protonet", "head", "decode_nms", "masks", "to_instances")
 # Parameter prefixes of checkpoints written before the semantic-segmentation conv moved from the loss to its
 # own head: old prefix -> new prefix.
 _RENAMED_PARAMETERS = {"loss.semantic_seg_conv.": "sem_seg_head.conv."}
@@ -143,7 +141,9 @@ class YOLACT(nn.Module):
     ``forward`` dispatches to :meth:`forward_training` or :meth:`forward_inference`, as detectron2's models.
     The steps of inference are public: :meth:`preprocess_image` (and :meth:`normalize` for one image),
     :meth:`predict` (the network's raw outputs), :meth:`inference` (per-image :class:`Detections` at network
-    input resolution, what export records) and :func:`detections_to_instances`.
+    input resolution, what export records) and :func:`detections_to_instances`. Each step runs inside a
+    ``torch.profiler.record_function`` range named ``yolact/<step>`` (preprocess, backbone, protonet, head,
+    decode_nms, masks, to_instances), so that any PyTorch profile shows where inference spends its time.
     """
 
     @configurable
@@ -198,7 +198,6 @@ class YOLACT(nn.Module):
         self.precision = precision
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
-        self._stage_timer: Optional[Callable[[str], ContextManager]] = None
         if channels_last:  # conv weights in the layout of the activations: no reordering at every step
             convert_group_norms(self).to(memory_format=torch.channels_last)
 
@@ -249,21 +248,6 @@ class YOLACT(nn.Module):
         names = {module: name for name, module in self.named_modules()}
         return [names[layer] for layer in layers if layer is not None]
 
-    @contextlib.contextmanager
-    def stage_timer(self, timer: Callable[[str], ContextManager]):
-        """
-        Within the context, each step of inference runs inside ``timer(stage)``, ``stage`` one of
-        :data:`INFERENCE_STAGES` (a benchmark's per-stage clock). Outside, the steps run as they are.
-        """
-        self._stage_timer = timer
-        try:
-            yield self
-        finally:
-            self._stage_timer = None
-
-    def _stage(self, name: str) -> ContextManager:
-        return self._stage_timer(name) if self._stage_timer is not None else contextlib.nullcontext()
-
     def normalize(self, image: torch.Tensor) -> torch.Tensor:
         """One input ``image`` (C, H, W) as :func:`as_float_image` takes it: float (3, H, W), (x - mean) / std."""
         return (as_float_image(image.to(self.device)) - self.pixel_mean) / self.pixel_std
@@ -298,11 +282,11 @@ class YOLACT(nn.Module):
         """
         if self.channels_last:  # the convolutions keep the layout of their input
             images = images.contiguous(memory_format=torch.channels_last)
-        with self._stage("backbone"):
+        with record_function("yolact/backbone"):
             features = self.backbone(images)
-        with self._stage("protonet"):
+        with record_function("yolact/protonet"):
             prototypes = self.protonet(features)
-        with self._stage("head"):
+        with record_function("yolact/head"):
             head_features = [features[f] for f in self.in_features]
             cls_logits, box_deltas, coefs = self.head(head_features)
             anchors = self.anchor_generator(
@@ -337,10 +321,10 @@ class YOLACT(nn.Module):
 
     def forward_inference(self, batched_inputs: List[Dict]) -> List[Dict[str, Instances]]:
         """Per input, ``{"instances": Instances}`` in the output image's pixels (see the class docstring)."""
-        with self._stage("preprocess"):
+        with record_function("yolact/preprocess"):
             images, regions = self.preprocess_image(batched_inputs)
         detections = self.inference(images, regions)
-        with self._stage("to_instances"):
+        with record_function("yolact/to_instances"):
             return [
                 {"instances": detections_to_instances(
                     d.boxes, d.scores, d.classes, d.masks, region, self.input_size, self._output_size(x),
@@ -402,10 +386,10 @@ class YOLACT(nn.Module):
         With YOLACT++'s re-scoring, ``mask_scores`` is score * predicted mask IoU; with ``box_scores``
         "rescored" the scores are the mask scores too, and the detections are re-sorted by them.
         """
-        with self._stage("decode_nms"):
+        with record_function("yolact/decode_nms"):
             boxes, scores = self.decode(predictions, i)
             keep, classes, det_scores = self.postprocessor(boxes, scores)
-        with self._stage("masks"):
+        with record_function("yolact/masks"):
             boxes = boxes[keep]
             boxes = torch.minimum(boxes.clamp(min=0), boxes.new_tensor([region[1], region[0]] * 2))
             masks = self.assemble_masks(predictions["prototypes"][i], predictions["coefs"][i][keep], boxes)
