@@ -60,12 +60,13 @@ def test_missing_onnxruntime_leaves_a_note(small_yolact_config, tmp_path, monkey
 def test_a_model_that_cannot_be_exported_gets_a_note_and_a_bug_raises(small_yolact_config, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     settings = _settings([small_yolact_config], tasks=["latency"], onnxruntime=("float32",), output_dir=str(tmp_path),
-                         opts=["MODEL.YOLACT.PRESERVE_ASPECT_RATIO", "True"])
+                         opts=["MODEL.YOLACT.PRESERVE_ASPECT_RATIO", "True",
+                               "MODEL.YOLACT.MASK_RESCORING.ENABLED", "True"])
     results = run_benchmark(settings)
     assert [r["runtime"] for r in results["latency"]] == ["eager"]
     (note,) = results["notes"]
     assert note.startswith("ONNX Runtime latency of small_yolact skipped: MODEL.YOLACT.PRESERVE_ASPECT_RATIO=True "
-                           "cannot be exported")
+                           "with YOLACT++'s mask re-scoring cannot be exported")
 
     def broken_export(*args):
         raise ValueError("a bug in the export")

@@ -286,8 +286,12 @@ class YolactTrainer(DefaultTrainer):
 
     @classmethod
     def test(cls, cfg, model, evaluators=None):
-        """DefaultTrainer's evaluation, refused (FloatingPointError) for a model with non-finite weights."""
-        check_finite_parameters(model, "before evaluation")
+        """
+        DefaultTrainer's evaluation, refused (FloatingPointError) for a module with non-finite weights. ``model``
+        may be any callable on detectron2's inputs (an exported model's runtime, say); only modules are checked.
+        """
+        if isinstance(model, nn.Module):
+            check_finite_parameters(model, "before evaluation")
         return super().test(cfg, model, evaluators)
 
     @classmethod
