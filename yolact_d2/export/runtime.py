@@ -6,8 +6,7 @@ import torch
 
 from detectron2.structures import Instances
 
-from ..modeling import YOLACT
-from ..modeling.meta_arch import as_float_image, detections_to_instances, resize_to_input
+from ..modeling.meta_arch import as_float_image, detections_to_instances, output_image_size, resize_to_input
 
 __all__ = ["ExportedYolact", "preprocess_image", "outputs_to_instances"]
 
@@ -87,4 +86,4 @@ class ExportedYolact:
 
     def _inference_single(self, x: Dict) -> Instances:
         outputs = self.run(preprocess_image(x["image"].to(self.device), self.input_size))
-        return outputs_to_instances(outputs, YOLACT._output_size(x), self.input_size, self.mask_threshold)
+        return outputs_to_instances(outputs, output_image_size(x), self.input_size, self.mask_threshold)
