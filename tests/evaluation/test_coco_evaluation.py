@@ -13,7 +13,7 @@ from detectron2.evaluation import COCOEvaluator
 from detectron2.structures import Boxes, Instances
 
 from yolact_d2.data.synthetic import generate_yolact_shapes
-from yolact_d2.evaluation import YolactCOCOEvaluator
+from yolact_d2.evaluation import YolactCOCOEvaluator, instances_to_yolact_coco_json
 
 DATASET = "tiny_shapes_two_scores"
 
@@ -95,3 +95,15 @@ def test_instances_without_mask_scores_are_evaluated_as_by_coco_evaluator(datase
 def test_only_bbox_and_segm_are_tasks():
     with pytest.raises(ValueError, match=r"tasks 'bbox' and 'segm'; got \('bbox', 'keypoints'\)"):
         YolactCOCOEvaluator(DATASET, tasks=("bbox", "keypoints"))
+
+
+def test_coco_json_carries_the_mask_score_only_where_there_is_one():
+    inst = Instances((4, 5))
+    inst.pred_boxes = Boxes(torch.tensor([[0.0, 0.0, 2.0, 3.0]]))
+    inst.scores = torch.tensor([0.75])
+    inst.pred_classes = torch.tensor([1])
+    inst.pred_masks = torch.ones(1, 4, 5, dtype=torch.bool)
+    assert "mask_score" not in instances_to_yolact_coco_json(inst, 7)[0]
+    inst.mask_scores = torch.tensor([0.25])
+    (result,) = instances_to_yolact_coco_json(inst, 7)
+    assert result["score"] == 0.75 and result["mask_score"] == 0.25 and result["image_id"] == 7

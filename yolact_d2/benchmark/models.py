@@ -12,7 +12,6 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch import nn
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
 from detectron2.layers import FrozenBatchNorm2d
 from detectron2.modeling import build_model
@@ -20,6 +19,7 @@ from detectron2.modeling import build_model
 from ..config import add_yolact_config
 from ..layers import inference_autocast
 from ..quiet_imports import quiet_third_party_imports
+from ..utils.detectron2_adapter import ExtensibleCheckpointer
 
 with quiet_third_party_imports():  # detectron2.model_zoo imports the deprecated pkg_resources
     from detectron2 import model_zoo
@@ -165,11 +165,11 @@ def build_random_model(cfg: CfgNode, inputs: Sequence[Dict]) -> nn.Module:
     return model
 
 
-class _RecordingCheckpointer(DetectionCheckpointer):
+class _RecordingCheckpointer(ExtensibleCheckpointer):
     """A DetectionCheckpointer that keeps the keys that did not fit the model, which detectron2 only logs."""
 
-    def _load_model(self, checkpoint):
-        self.incompatible = super()._load_model(checkpoint)
+    def load_model_weights(self, checkpoint):
+        self.incompatible = super().load_model_weights(checkpoint)
         return self.incompatible
 
 

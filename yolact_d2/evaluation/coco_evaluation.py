@@ -7,9 +7,22 @@ import os
 from typing import Dict, List, Optional, Sequence
 
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator
+from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 from detectron2.structures import Instances
 
-__all__ = ["YolactCOCOEvaluator"]
+__all__ = ["YolactCOCOEvaluator", "instances_to_yolact_coco_json"]
+
+
+def instances_to_yolact_coco_json(instances: Instances, img_id: int) -> List[Dict]:
+    """
+    detectron2's ``instances_to_coco_json`` (``score`` from ``instances.scores``), with ``mask_score`` from
+    ``instances.mask_scores`` in each result where the instances have them.
+    """
+    results = instances_to_coco_json(instances, img_id)
+    if instances.has("mask_scores"):
+        for result, score in zip(results, instances.mask_scores.tolist()):
+            result["mask_score"] = score
+    return results
 
 
 class YolactCOCOEvaluator(DatasetEvaluator):
