@@ -33,9 +33,6 @@ PENDING = {
     ("yolact_d2/data/transforms.py", "self._init"): "Augmentation's",
     ("yolact_d2/data/transforms.py", "self._rand_range"): "Augmentation's",
     ("yolact_d2/data/transforms.py", "self._set_attributes"): "fvcore Transform's",
-    # YolactFPN.pyramid reads FPN's settings (the output names are list(self.output_shape()))
-    ("yolact_d2/modeling/backbone.py", "self._fuse_type"): "FPN's",
-    ("yolact_d2/modeling/backbone.py", "self._out_features"): "FPN's",
 }
 
 
