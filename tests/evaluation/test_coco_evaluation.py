@@ -71,13 +71,15 @@ def test_boxes_and_masks_are_evaluated_with_their_own_scores(dataset, tmp_path):
         inst.scores, inst.mask_scores = inst.mask_scores, inst.scores
     swapped = _evaluate(YolactCOCOEvaluator(DATASET, tasks=("bbox", "segm")), dataset, outputs)
     assert swapped["bbox"]["AP"] < 60 and swapped["segm"]["AP"] < 60
-    # the results file keeps both scores of every detection, "score" the box's
+    # bbox pass: the boxes with their scores; segm pass, in segm/: boxes and masks with the mask scores
     with open(tmp_path / "coco_instances_results.json") as f:
-        saved = json.load(f)
-    assert len(saved) == 2 * sum(len(d["annotations"]) for d in dataset)
-    assert {(round(r["score"], 6), round(r["mask_score"], 6)) for r in saved} == {(0.9, 0.1), (0.1, 0.9)}
-    assert all(np.isclose(r["score"], 0.9) == (r["bbox"][2] > 1) for r in saved)
-
+        boxes = json.load(f)
+    with open(tmp_path / "segm" / "coco_instances_results.json") as f:
+        masks = json.load(f)
+    assert len(boxes) == len(masks) == 2 * sum(len(d["annotations"]) for d in dataset)
+    assert not any("segmentation" in r for r in boxes) and all("segmentation" in r for r in masks)
+    assert all(np.isclose(r["score"], 0.9) == (r["bbox"][2] > 1) for r in boxes)
+    assert all(np.isclose(r["score"], 0.1) == (r["bbox"][2] > 1) for r in masks)
 
 def test_instances_without_mask_scores_are_evaluated_as_by_coco_evaluator(dataset):
     outputs = [_split_outputs(d) for d in dataset]
@@ -87,6 +89,12 @@ def test_instances_without_mask_scores_are_evaluated_as_by_coco_evaluator(datase
     theirs = _evaluate(COCOEvaluator(DATASET, tasks=("bbox", "segm")), dataset, outputs)
     np.testing.assert_equal(dict(ours), dict(theirs))  # NaN (no large objects) equals NaN
     assert ours["segm"]["AP"] < 60
+
+
+
+def test_only_bbox_and_segm_are_tasks():
+    with pytest.raises(ValueError, match=r"tasks 'bbox' and 'segm'; got \('bbox', 'keypoints'\)"):
+        YolactCOCOEvaluator(DATASET, tasks=("bbox", "keypoints"))
 
 
 def test_coco_json_carries_the_mask_score_only_where_there_is_one():

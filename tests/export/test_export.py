@@ -1,10 +1,12 @@
 """Export of a tiny random YOLACT / YOLACT++ to TorchScript and ONNX: the exported files must reproduce eager mode."""
 import importlib.util
 import os
+import warnings
 
 import onnx
 import pytest
 import torch
+from torch.jit import TracerWarning
 
 from detectron2.modeling import build_model
 
@@ -19,8 +21,10 @@ from yolact_d2.export import (
     preprocess_image,
 )
 from yolact_d2.modeling import FastNMS
+from yolact_d2.modeling.meta_arch import Detections
 
 pytestmark = [
+    pytest.mark.usefixtures("one_thread_per_module"),
     pytest.mark.filterwarnings("ignore:`torch.jit.:FutureWarning"),
     pytest.mark.filterwarnings("ignore:`create_unbacked_symint` is deprecated:FutureWarning"),  # torchvision's
 ]
@@ -75,13 +79,17 @@ def _images():
 IMAGES = _images()
 
 
-pytestmark = pytest.mark.usefixtures("one_thread_per_module")
-
-
-def _export(model, fmt, folder):
-    """Export ``model`` recorded on the image with few detections; returns the file's path."""
+def _export(model, fmt, folder, image=IMAGES["few"]):
+    """
+    Export ``model`` recorded on ``image`` (default: the one with few detections); returns the file's path.
+    Fails on any TracerWarning other than the exporter's checked ones.
+    """
     path = str(folder / f"model.{fmt}")
-    EXPORTERS[fmt](model, preprocess_image(IMAGES["few"], SIZE), path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        EXPORTERS[fmt](model, preprocess_image(image, model.input_size), path)
+    unchecked = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught if issubclass(w.category, TracerWarning)]
+    assert not unchecked, "TracerWarnings not in CHECKED_TRACER_WARNINGS:\n" + "\n".join(unchecked)
     return path
 
 
@@ -247,3 +255,64 @@ def test_exportable_checks_its_input_and_the_file_type(fast_nms, tmp_path):
         YolactExportable(torch.nn.Conv2d(3, 3, 1).eval())
     with pytest.raises(ValueError, match="Unknown exported model"):
         ExportedYolact(str(tmp_path / "model.pkl"), cfg)
+
+
+def test_a_trace_wrong_for_other_images_is_refused(tmp_path):
+    """A Python int taken from the scores becomes a constant of the trace: the check on other images sees it."""
+    model = _model(_cfg())
+    detect = model.detect
+
+    def truncated(predictions, i, region):
+        d = detect(predictions, i, region)
+        kept = int((d.scores > 0.5).sum()) // 2  # value-dependent: the trace records this image's count
+        return Detections(*(None if t is None else t[:kept] for t in d))
+
+    model.detect = truncated
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Converting a tensor to a Python integer", TracerWarning)
+        with pytest.raises(RuntimeError, match="not correct for every image, so .*model.ts is not written"):
+            export_torchscript(model, preprocess_image(IMAGES["few"], SIZE), str(tmp_path / "model.ts"))
+    assert not os.listdir(tmp_path)
+
+
+PAPER_SIZE = 550
+
+
+def _squares(count):
+    """A 550 x 550 image of the pixel mean with ``count`` white and black squares, the objects of the test."""
+    image = torch.tensor([104, 116, 124], dtype=torch.uint8)[:, None, None].repeat(1, PAPER_SIZE, PAPER_SIZE)
+    for j in range(count):
+        x, y, side = 40 + 160 * j, 100 + 50 * j, 60 + 30 * j
+        image[:, y:y + side, x:x + side] = 255 if j % 2 == 0 else 0
+    return image
+
+
+def test_export_at_the_paper_size_equals_eager_on_confident_detections(tmp_path):
+    """
+    Input 550 on a narrow R-50 (1/8 of the widths, 32 channels), its class logits scaled so that the squares
+    give confident detections (score > SCORE_THRESH 0.8) and the plain background none.
+    """
+    cfg = _small_cfg(input_size=PAPER_SIZE)
+    r = cfg.MODEL.RESNETS
+    r.DEPTH, r.STEM_OUT_CHANNELS, r.WIDTH_PER_GROUP, r.RES2_OUT_CHANNELS = 50, 16, 8, 32
+    cfg.MODEL.FPN.OUT_CHANNELS = 32
+    y = cfg.MODEL.YOLACT
+    y.PROTONET.CONV_DIMS, y.PROTONET.POST_UPSAMPLE_CONV_DIMS, y.HEAD.SHARED_CONV_DIMS = [32, 32], [32], [32]
+    y.POSTPROCESS.SCORE_THRESH = 0.8
+    model = _model(cfg)
+    with torch.no_grad():
+        model.head.cls_score.weight.mul_(0.04)
+    path = _export(model, "ts", tmp_path, image=_squares(2))
+    inputs = [{"image": _squares(count)} for count in (2, 3, 0)]
+    with torch.no_grad():
+        expected = [o["instances"] for o in model(inputs)]
+    got = [o["instances"] for o in ExportedYolact(path, cfg)(inputs)]
+    confident = [int((e.scores > 0.8).sum()) for e in expected]
+    assert 5 <= confident[0] < confident[1] and confident[2] == len(expected[2]) == 0
+    assert all(e.pred_masks[e.scores > 0.8].flatten(1).any(1).all() for e in expected[:2])  # non-empty masks
+    for e, o in zip(expected, got):
+        assert len(o) == len(e) and o.image_size == e.image_size == (PAPER_SIZE, PAPER_SIZE)
+        torch.testing.assert_close(o.pred_boxes.tensor, e.pred_boxes.tensor, rtol=1e-4, atol=1e-3)
+        torch.testing.assert_close(o.scores, e.scores, rtol=1e-4, atol=1e-5)
+        assert torch.equal(o.pred_classes, e.pred_classes)
+        assert (o.pred_masks != e.pred_masks).sum() <= 1e-4 * o.pred_masks.numel()

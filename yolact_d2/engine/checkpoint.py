@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.utils.file_io import Detectron2Handler
+from ..utils.detectron2_adapter import ExtensibleCheckpointer
 
 __all__ = [
     "YolactCheckpointer",
@@ -203,7 +204,7 @@ def _shape(value) -> Tuple[int, ...]:
     return tuple(value.shape)
 
 
-class YolactCheckpointer(DetectionCheckpointer):
+class YolactCheckpointer(ExtensibleCheckpointer):
     """
     A :class:`DetectionCheckpointer` that
 
@@ -256,12 +257,12 @@ class YolactCheckpointer(DetectionCheckpointer):
         path = os.path.join(self.save_dir, "last_checkpoint")
         write_atomically(path, lambda f: f.write(last_filename_basename.encode("utf-8")))
 
-    def _load_model(self, checkpoint):
+    def load_model_weights(self, checkpoint):
         find_layers = getattr(self.model, "class_dependent_layers", None)
         if find_layers is None or checkpoint.get("matching_heuristics", False):
-            return super()._load_model(checkpoint)
+            return super().load_model_weights(checkpoint)
         reinitialised = self._drop_class_layers(checkpoint["model"], find_layers())
-        incompatible = super()._load_model(checkpoint)
+        incompatible = super().load_model_weights(checkpoint)
         dropped = {k for k, _, _ in reinitialised}
         return incompatible._replace(missing_keys=[k for k in incompatible.missing_keys if k not in dropped])
 

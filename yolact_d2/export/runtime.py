@@ -6,8 +6,7 @@ import torch
 
 from detectron2.structures import Instances
 
-from ..modeling import YOLACT
-from ..modeling.meta_arch import as_float_image, detections_to_instances, resize_to_input
+from ..modeling.meta_arch import as_float_image, detections_to_instances, output_image_size, resize_to_input
 
 __all__ = ["ExportedYolact", "preprocess_image", "outputs_to_instances"]
 
@@ -107,4 +106,4 @@ class ExportedYolact:
             x["image"].to(self.device), self.input_size, self.preserve_aspect_ratio, self.pad_value
         )
         outputs = self.run(images)
-        return outputs_to_instances(outputs, YOLACT._output_size(x), self.input_size, self.mask_threshold, region)
+        return outputs_to_instances(outputs, output_image_size(x), self.input_size, self.mask_threshold, region)

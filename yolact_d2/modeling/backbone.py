@@ -191,8 +191,11 @@ class YolactFPN(FPN):
     Output: dict "p3".."p7" -> (N, C, Hi, Wi), Hi = ceil(H / 2**i) for the ResNet strides.
     """
 
-    def __init__(self, *args, interpolation: str = "bilinear", relu_outputs: bool = True, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, *args, interpolation: str = "bilinear", relu_outputs: bool = True, fuse_type: str = "sum", **kwargs
+    ):
+        super().__init__(*args, fuse_type=fuse_type, **kwargs)
+        self.fuse_type = fuse_type
         self.interpolation = interpolation
         self.relu_outputs = relu_outputs
 
@@ -212,14 +215,15 @@ class YolactFPN(FPN):
         results = [self.output_convs[0](prev)]
         for feature, lateral_conv, output_conv in zip(inputs[1:], self.lateral_convs[1:], self.output_convs[1:]):
             prev = lateral_conv(feature) + self._upsample(prev, feature.shape[-2:])
-            if self._fuse_type == "avg":
+            if self.fuse_type == "avg":
                 prev = prev / 2
             results.insert(0, output_conv(prev))
         if self.relu_outputs:
             results = [F.relu(r) for r in results]
+        names = list(self.output_shape())
         if self.top_block is not None:
-            results.extend(self.top_block(results[self._out_features.index(self.top_block.in_feature)]))
-        return dict(zip(self._out_features, results))
+            results.extend(self.top_block(results[names.index(self.top_block.in_feature)]))
+        return dict(zip(names, results))
 
     def forward(self, x):
         return self.pyramid(self.bottom_up(x))

@@ -23,7 +23,8 @@ from .postprocessing import build_postprocessor, masks_to_image
 from .protonet import build_protonet
 from .semantic_seg import YolactSemSegHead
 
-__all__ = ["YOLACT", "Detections", "as_float_image", "resize_to_input", "detections_to_instances"]
+__all__ = ["YOLACT", "Detections", "as_float_image", "resize_to_input", "detections_to_instances",
+           "output_image_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,12 @@ def as_float_image(image: torch.Tensor) -> torch.Tensor:
             f"replicated); got shape {tuple(image.shape)}. Convert 4-channel (alpha) images to 3 channels."
         )
     return image.to(torch.float32).expand(3, -1, -1)
+
+
+def output_image_size(x: Dict) -> Tuple[int, int]:
+    """(H, W) of the image a model input's detections are returned in: its ``height`` and ``width``, else its
+    ``image``'s."""
+    return int(x.get("height", x["image"].shape[-2])), int(x.get("width", x["image"].shape[-1]))
 
 
 def resize_to_input(
@@ -327,7 +334,7 @@ class YOLACT(nn.Module):
         with record_function("yolact/to_instances"):
             return [
                 {"instances": detections_to_instances(
-                    d.boxes, d.scores, d.classes, d.masks, region, self.input_size, self._output_size(x),
+                    d.boxes, d.scores, d.classes, d.masks, region, self.input_size, output_image_size(x),
                     self.mask_threshold, d.mask_scores,
                 )}
                 for d, region, x in zip(detections, regions, batched_inputs)
@@ -346,10 +353,6 @@ class YOLACT(nn.Module):
         # the features are not needed after the network
         predictions = {name: value.float() for name, value in predictions.items() if name != "features"}
         return [self.detect(predictions, i, region) for i, region in enumerate(regions)]
-
-    @staticmethod
-    def _output_size(x: Dict) -> Tuple[int, int]:
-        return int(x.get("height", x["image"].shape[-2])), int(x.get("width", x["image"].shape[-1]))
 
     def decode(self, predictions: Dict, i: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """Image ``i``'s boxes (R, 4), XYXY in input pixels, and foreground class probabilities (R, C)."""
