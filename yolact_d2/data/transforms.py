@@ -91,7 +91,8 @@ class PhotometricTransform(T.Transform):
         super().__init__()
         if image_format not in _HSV_CONVERSIONS:
             raise ValueError(f"Photometric distortion needs a BGR or RGB image; got format {image_format}")
-        self._set_attributes(locals())
+        self.image_format, self.brightness, self.contrast = image_format, brightness, contrast
+        self.contrast_first, self.saturation, self.hue = contrast_first, saturation, hue
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
         img = img.astype(np.float32) + self.brightness
@@ -138,21 +139,22 @@ class PhotometricDistort(T.Augmentation):
             hue_delta: hue offsets are drawn from [-delta, delta] (degrees).
         """
         super().__init__()
-        self._init(locals())
+        self.image_format, self.brightness_delta, self.hue_delta = image_format, brightness_delta, hue_delta
+        self.contrast_range, self.saturation_range = contrast_range, saturation_range
 
     def get_transform(self, image: np.ndarray) -> PhotometricTransform:
         return PhotometricTransform(
             self.image_format,
             brightness=self._maybe_uniform(-self.brightness_delta, self.brightness_delta, 0.0),
             contrast=self._maybe_uniform(*self.contrast_range, 1.0),
-            contrast_first=bool(self._rand_range() < 0.5),
+            contrast_first=bool(np.random.uniform() < 0.5),
             saturation=self._maybe_uniform(*self.saturation_range, 1.0),
             hue=self._maybe_uniform(-self.hue_delta, self.hue_delta, 0.0),
         )
 
     def _maybe_uniform(self, low: float, high: float, identity: float) -> float:
         """A value drawn uniformly from [low, high) with probability 0.5, else ``identity`` (no change)."""
-        return float(self._rand_range(low, high)) if self._rand_range() < 0.5 else identity
+        return float(np.random.uniform(low, high)) if np.random.uniform() < 0.5 else identity
 
 
 class RandomExpand(T.Augmentation):
@@ -169,15 +171,15 @@ class RandomExpand(T.Augmentation):
             prob: probability of expanding.
         """
         super().__init__()
-        self._init(locals())
+        self.max_ratio, self.pad_value, self.prob = max_ratio, pad_value, prob
 
     def get_transform(self, image: np.ndarray) -> T.Transform:
-        if self._rand_range() >= self.prob:
+        if np.random.uniform() >= self.prob:
             return T.NoOpTransform()
         h, w = image.shape[:2]
-        ratio = self._rand_range(1.0, self.max_ratio)
-        left = int(self._rand_range(0, w * ratio - w))
-        top = int(self._rand_range(0, h * ratio - h))
+        ratio = np.random.uniform(1.0, self.max_ratio)
+        left = int(np.random.uniform(0, w * ratio - w))
+        top = int(np.random.uniform(0, h * ratio - h))
         return ColorPadTransform(
             left, top, int(w * ratio) - w - left, int(h * ratio) - h - top, orig_w=w, orig_h=h, pad_value=self.pad_value
         )
@@ -212,7 +214,8 @@ class RandomSampleCrop(T.Augmentation):
             aspect_ratio_range: allowed range of the crop's height / width.
         """
         super().__init__()
-        self._init(locals())
+        self.min_ious, self.max_trials, self.min_scale = min_ious, max_trials, min_scale
+        self.aspect_ratio_range = aspect_ratio_range
 
     def get_transform(self, image: np.ndarray, boxes: np.ndarray) -> T.Transform:
         """
@@ -238,13 +241,13 @@ class RandomSampleCrop(T.Augmentation):
 
     def _sample_crop(self, h: int, w: int) -> Optional[Tuple[int, int, int, int]]:
         """A random (x0, y0, x1, y1) integer crop of an h x w image, or None if its aspect ratio is out of range."""
-        crop_w = self._rand_range(self.min_scale * w, w)
-        crop_h = self._rand_range(self.min_scale * h, h)
+        crop_w = np.random.uniform(self.min_scale * w, w)
+        crop_h = np.random.uniform(self.min_scale * h, h)
         low, high = self.aspect_ratio_range
         if not low <= crop_h / crop_w <= high:
             return None
-        left = self._rand_range(w - crop_w)
-        top = self._rand_range(h - crop_h)
+        left = np.random.uniform(0, w - crop_w)
+        top = np.random.uniform(0, h - crop_h)
         return int(left), int(top), int(left + crop_w), int(top + crop_h)
 
     @staticmethod
@@ -315,7 +318,7 @@ class BilinearResizeTransform(T.Transform):
             h, w: size of the input; new_h, new_w: size of the output, in pixels.
         """
         super().__init__()
-        self._set_attributes(locals())
+        self.h, self.w, self.new_h, self.new_w = h, w, new_h, new_w
 
     def _resize(self, array: np.ndarray) -> np.ndarray:
         if array.shape[:2] != (self.h, self.w):
@@ -350,7 +353,7 @@ class ResizeToSquare(T.Augmentation):
             pad_value: colour of the padding, one value per channel (the pixel mean).
         """
         super().__init__()
-        self._init(locals())
+        self.size, self.preserve_aspect_ratio, self.pad_value = size, preserve_aspect_ratio, pad_value
 
     def get_transform(self, image: np.ndarray) -> T.Transform:
         h, w = image.shape[:2]

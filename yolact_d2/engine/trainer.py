@@ -22,6 +22,7 @@ from detectron2.utils.logger import setup_logger
 from ..data.build import build_yolact_test_loader, build_yolact_train_loader, check_num_classes
 from ..evaluation import YolactCOCOEvaluator
 from ..layers import cpu_has_native_bfloat16
+from ..utils.detectron2_adapter import set_step_trainer
 from .checkpoint import YolactCheckpointer
 
 __all__ = [
@@ -246,8 +247,8 @@ class YolactTrainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = wrap_ddp(model)
-        self._trainer = build_step_trainer(
-            model, data_loader, optimizer, amp=cfg.SOLVER.AMP.ENABLED, device=cfg.MODEL.DEVICE
+        set_step_trainer(
+            self, build_step_trainer(model, data_loader, optimizer, amp=cfg.SOLVER.AMP.ENABLED, device=cfg.MODEL.DEVICE)
         )
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = YolactCheckpointer(

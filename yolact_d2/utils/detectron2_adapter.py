@@ -5,12 +5,17 @@ checks that nothing else does), each given a public name here.
 * fvcore's ``Checkpointer.load`` loads the model's weights through its ``_load_model(checkpoint)``, the method that
   detectron2's own :class:`DetectionCheckpointer` overrides to convert Caffe2 and pycls weights; fvcore offers no
   public hook for it. :class:`ExtensibleCheckpointer` names it :meth:`~ExtensibleCheckpointer.load_model_weights`.
+* ``DefaultTrainer`` runs its iterations, and saves / restores their state, through the step trainer (a
+  ``SimpleTrainer``) that its ``__init__`` builds inline and keeps as ``_trainer``. A trainer that builds its
+  parts itself (:class:`yolact_d2.engine.YolactTrainer`: CPU DDP, CPU bfloat16) hands it over with
+  :func:`set_step_trainer`.
 """
 from typing import Dict
 
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import DefaultTrainer, SimpleTrainer
 
-__all__ = ["ExtensibleCheckpointer"]
+__all__ = ["ExtensibleCheckpointer", "set_step_trainer"]
 
 
 class ExtensibleCheckpointer(DetectionCheckpointer):
@@ -33,3 +38,8 @@ class ExtensibleCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint: Dict):
         return self.load_model_weights(checkpoint)
+
+
+def set_step_trainer(trainer: DefaultTrainer, step_trainer: SimpleTrainer) -> None:
+    """Make ``step_trainer`` the one that ``trainer`` (a DefaultTrainer) runs its steps and their state with."""
+    trainer._trainer = step_trainer  # pylint: disable=protected-access
