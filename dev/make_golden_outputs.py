@@ -37,9 +37,11 @@ from torch import nn
 GOLDEN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "golden")
 # The models recorded: the original's config names (configs/original/<name>.yaml here).
 MODELS = ("yolact_resnet50", "yolact_plus_resnet50")
-# Models whose state-dict keys and shapes only are recorded (with those of MODELS), in STATE_DICTS_FILE.
+# In MODELS_FILE: the config facts of every model the converter supports, and the state-dict keys and shapes
+# of MODELS and of these (the R-101 models; yolact_im400 / im700 have yolact_base's).
 KEY_ONLY_MODELS = ("yolact_base", "yolact_plus_base")
-STATE_DICTS_FILE = "original_state_dicts.json.gz"
+CONFIG_ONLY_MODELS = ("yolact_im400", "yolact_im700")
+MODELS_FILE = "original_models.json.gz"
 # Anchor rows of the head outputs recorded (negative: from the end), and prototype pixels (y, x).
 HEAD_ROWS = (0, 1, 2, 1000, 5000, 9000, -3, -2, -1)
 # Columns of the class probabilities recorded: the original's background (0) and classes 1-9, 75-80.
@@ -65,6 +67,8 @@ GRAD_PARAMS_PLUS = (
     "maskiou_net.maskiou_net.0.weight",
     "maskiou_net.maskiou_net.10.bias",
 )
+# Anchors whose IoU with a GT is within this relative tolerance of its best are tied (equal up to rounding).
+TIE_RTOL = 1e-6
 GRAD_SLICE = 12  # the first values of each flattened gradient, or all of them up to FULL_GRAD_MAX values
 FULL_GRAD_MAX = 256
 
@@ -150,8 +154,8 @@ def build_net(orig, inputs, model, dtype):
 
 
 def network_input(orig, image, dtype):
-    """eval.py's: the BGR float image (1, H, W, 3) through FastBaseTransform."""
-    frame = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).float()
+    """eval.py's: the BGR float image (1, H, W, 3) through FastBaseTransform (in ``dtype`` from the start)."""
+    frame = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).to(dtype)
     return orig.augmentations.FastBaseTransform()(frame[None]).to(dtype)
 
 
@@ -232,9 +236,10 @@ def record_losses(orig, net, inputs, images, dtype, grad_params):
     """MultiBoxLoss (train.py's criterion) on the fixed batch, its sum's gradients, and the forced matches."""
     cfg = orig.config.cfg
     size = cfg.max_size
-    batch = torch.cat([network_input(orig, image, dtype) for image in images])
     targets, masks, num_crowds = [], [], []
-    for t in inputs.training_targets(size):
+    training_targets = inputs.training_targets(size)
+    batch = torch.cat([network_input(orig, image, dtype) for image in images[: len(training_targets)]])
+    for t in training_targets:
         boxes = torch.cat([t["boxes"], t["crowd_boxes"]]) / size
         labels = torch.cat([t["classes"], torch.zeros(len(t["crowd_boxes"]), dtype=torch.int64)])
         targets.append(torch.cat([boxes, labels[:, None].float()], dim=1).to(dtype))
@@ -286,11 +291,12 @@ def forced_matches(orig, priors, targets, num_crowds):
         image = []
         for j in range(len(truths)):
             best = overlaps[j].max()
+            tied = overlaps[j] >= best * (1 - TIE_RTOL)
             positives = ((idx_t[0] == j) & (conf_t[0] > 0)).nonzero().flatten().tolist()
             image.append({
                 "best_iou": float(best),
-                "num_tied": int((overlaps[j] == best).sum()),
-                "tied_anchors": (overlaps[j] == best).nonzero().flatten().tolist()[:8],
+                "num_tied": int(tied.sum()),
+                "tied_anchors": tied.nonzero().flatten().tolist()[:8],
                 "positives": positives if best < cfg.positive_iou_threshold else len(positives),
             })
         result.append(image)
@@ -374,17 +380,21 @@ def main(argv=None):
         orig = import_original(args.yolact_root)
         global orig_config_module
         orig_config_module = orig.config
-        state_dicts = {}
-        for model in KEY_ONLY_MODELS:
+        state_dicts, configs = {}, {}
+        for model in KEY_ONLY_MODELS + CONFIG_ONLY_MODELS:
             orig.config.set_cfg(model + "_config")
-            state_dicts[model] = [(k, list(v.shape)) for k, v in orig.yolact.Yolact().state_dict().items()]
+            configs[model] = config_facts(orig.config.cfg)
+            if model in KEY_ONLY_MODELS:
+                state_dicts[model] = [(k, list(v.shape)) for k, v in orig.yolact.Yolact().state_dict().items()]
         for model in MODELS:
             fixture, state_dicts[model] = record_model(orig, inputs, model)
+            configs[model] = fixture["config"]
             path = os.path.join(args.output_dir, f"{model}.json.gz")
             write_json_gz({**source, **fixture}, path)
             summary = {n: len(r["detections"]["classes"]) for n, r in fixture["inference"].items()}
             print(f"wrote {path}: detections {summary}, losses {fixture['training']['losses']}")
-        write_json_gz({**source, "state_dicts": state_dicts}, os.path.join(args.output_dir, STATE_DICTS_FILE))
+        write_json_gz({**source, "configs": configs, "state_dicts": state_dicts},
+                      os.path.join(args.output_dir, MODELS_FILE))
 
 
 if __name__ == "__main__":

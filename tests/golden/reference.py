@@ -25,7 +25,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(GOLDEN_DIR))
 # The models with recorded outputs, and the synthetic images they ran on (tests/golden/inputs.py).
 MODELS = ("yolact_resnet50", "yolact_plus_resnet50")
 IMAGES = ("photo_480x640", "small_200x300")
-STATE_DICTS_FILE = "original_state_dicts.json.gz"
+MODELS_FILE = "original_models.json.gz"
 
 # Tolerances of float32 results. Scores and boxes differ from the original's by rounding only (about 1e-6 and
 # 1e-4 px); a wrong class order, anchor or box coding moves them by orders of magnitude more.
@@ -68,7 +68,12 @@ def load_golden(model: str, image: str) -> Dict:
 
 def original_keys_and_shapes(model: str) -> List:
     """The (key, shape) list of the original's state dict of ``model`` (yolact_base, yolact_plus_base too)."""
-    return _read(STATE_DICTS_FILE)["state_dicts"][model]
+    return _read(MODELS_FILE)["state_dicts"][model]
+
+
+def original_config(model: str) -> Dict:
+    """Settings of the original's config of ``model`` (any model the converter supports)."""
+    return _read(MODELS_FILE)["configs"][model]
 
 
 def original_state_dict(model: str) -> Dict[str, torch.Tensor]:
