@@ -42,8 +42,7 @@ MODELS = ("yolact_resnet50", "yolact_plus_resnet50")
 KEY_ONLY_MODELS = ("yolact_base", "yolact_plus_base")
 CONFIG_ONLY_MODELS = ("yolact_im400", "yolact_im700")
 MODELS_FILE = "original_models.json.gz"
-# Anchor rows of the head outputs recorded (negative: from the end), and prototype pixels (y, x).
-HEAD_ROWS = (0, 1, 2, 1000, 5000, 9000, -3, -2, -1)
+# Prototype pixels (y, x) whose values are recorded (the head's rows: head_rows).
 # Columns of the class probabilities recorded: the original's background (0) and classes 1-9, 75-80.
 CONF_COLUMNS = tuple(range(10)) + tuple(range(75, 81))
 PROTO_PIXELS = ((0, 0), (10, 20), (40, 70), (69, 69), (100, 30), (137, 137))
@@ -177,10 +176,21 @@ def head_outputs(net, batch):
     return seen, dets
 
 
+def head_rows(net):
+    """The anchor rows of the head outputs recorded: the first, a middle and the last anchor of each level."""
+    rows, start = [], 0
+    for layer in net.prediction_layers:
+        width, height = layer.last_conv_size
+        count = width * height * layer.num_priors
+        rows += [start, start + count // 2 + 1, start + count - 1]
+        start += count
+    return rows
+
+
 def record_inference(orig, net, image, dtype, digits=7):
     height, width = image.shape[:2]
     preds, dets = head_outputs(net, network_input(orig, image, dtype))
-    rows = [r % preds["loc"].shape[1] for r in HEAD_ROWS]
+    rows = head_rows(net)
     detection = dets[0]["detection"]
     # Boxes before postprocess casts them to integers: relative XYXY scaled to the image and ordered / clipped
     # as its sanitize_coordinates does.

@@ -15,7 +15,7 @@ import gzip
 import importlib.util
 import json
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
@@ -161,15 +161,15 @@ def assert_matches_golden(instances, golden: Dict, score_atol: float = SCORE_ATO
     assert ious[worst] >= min_mask_iou, f"mask {worst} has IoU {ious[worst]:.4f} with the original's"
 
 
-def training_batch(input_size: int, images: Optional[Sequence[str]] = None) -> List[Dict]:
+def training_batch(input_size: int) -> List[Dict]:
     """
-    The loss fixtures' batch as model inputs: each golden image as read, with its ``instances`` (``gt_boxes``,
+    The loss fixtures' batch as model inputs: its golden images as read, with their ``instances`` (``gt_boxes``,
     ``gt_classes``, ``gt_masks``, in pixels of the input_size network input) and ``crowd_boxes``.
     """
     from detectron2.structures import BitMasks, Boxes, Instances
 
     batch = []
-    for name, target in zip(images or IMAGES, inputs.training_targets(input_size)):
+    for name, target in zip(IMAGES, inputs.training_targets(input_size)):
         instances = Instances((input_size, input_size))
         instances.gt_boxes = Boxes(target["boxes"])
         instances.gt_classes = target["classes"]
