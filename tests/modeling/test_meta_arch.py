@@ -405,3 +405,72 @@ def test_the_configs_precision_is_resolved_for_its_device(cfg, monkeypatch, capl
     cfg.MODEL.YOLACT.PRECISION = "float16"
     with pytest.raises(ValueError, match="MODEL.YOLACT.PRECISION='float16' with MODEL.DEVICE 'cpu': .* for CUDA"):
         build_model(cfg)
+
+
+def _yolact_plus(cfg):
+    """The small config as YOLACT++: modulated deformable convs in every block of res3-res5, 3 anchor scales per
+    level, mask re-scoring."""
+    cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False, True, True, True]
+    cfg.MODEL.RESNETS.DEFORM_MODULATED = True
+    cfg.MODEL.YOLACT.DEFORM_INTERVAL = 1
+    cfg.MODEL.YOLACT.ANCHOR.SQUARE = False
+    cfg.MODEL.YOLACT.ANCHOR.SIZES = [[s * 2 ** (i / 3) * 160 / 550 for i in range(3)] for s in (24, 48, 96, 192, 384)]
+    cfg.MODEL.YOLACT.MASK_RESCORING.ENABLED = True
+    return cfg
+
+
+def _confident_yolact_plus(cfg, precision):
+    """
+    :func:`_confident_model` as YOLACT++, whose offset convs (zero at initialisation, which would make the
+    deformable convs plain ones) get seeded weights (offsets of about a pixel), and whose background bias is set
+    so that about 40 anchors of :func:`_shapes_image` score a class clearly (by 1 logit over the background).
+    """
+    model = _confident_model(_yolact_plus(cfg), precision)
+    offsets = [m for name, m in model.named_modules() if name.endswith("conv2_offset")]
+    assert len(offsets) == 6
+    generator = torch.Generator().manual_seed(2)
+    head = model.head
+    background = head.cls_score.bias.view(-1, head.num_classes + 1)[:, -1]
+    with torch.no_grad():
+        for conv in offsets:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * 0.02)
+        background.zero_()
+        logits = model.predict(model.preprocess_image([{"image": _shapes_image()}])[0])["cls_logits"][0]
+        background.fill_(float(logits[:, :-1].max(dim=1).values.topk(40).values[-1]) - 1.0)
+    return model
+
+
+@pytest.mark.skipif(not precision_module.cpu_has_native_bfloat16(),
+                    reason="this CPU has no native bfloat16 (oneDNN reports no AVX512-BF16 or AMX)")
+def test_yolact_plus_end_to_end_in_bfloat16_finds_the_float32_detections(cfg, one_thread):
+    """
+    The whole YOLACT++ (deformable backbone, FPN, protonet, head, re-scoring net) in bfloat16 against float32:
+    the clear detections (score > 0.5) are found with the same class, boxes within 2 px, scores and mask scores
+    within 0.05, masks (of over 50 pixels) of IoU >= 0.9; the deformable convs and the re-scoring net did run in
+    bfloat16.
+    """
+    full, low = _confident_yolact_plus(cfg.clone(), "float32"), _confident_yolact_plus(cfg.clone(), "bfloat16")
+    assert low.precision == "bfloat16" and low.mask_rescoring is not None
+    dtypes = []
+    deformable = next(m for name, m in low.named_modules() if name.endswith("res4.0.conv2"))
+    deformable.register_forward_hook(lambda module, args, out: dtypes.append(("deform", out.dtype)))
+    low.mask_rescoring.register_forward_hook(lambda module, args, out: dtypes.append(("rescoring", out.dtype)))
+    x = [{"image": _shapes_image()}]
+    with torch.no_grad():
+        expected, got = full(x)[0]["instances"], low(x)[0]["instances"]
+    assert dtypes == [("deform", torch.bfloat16), ("rescoring", torch.bfloat16)]
+    offsets = dict(full.named_modules())["backbone.bottom_up.res4.0.conv2_offset"]
+    clear = torch.nonzero(expected.scores > 0.5).flatten()
+    assert len(clear) >= 10 and offsets.weight.abs().max() > 0
+    masks_compared = 0
+    box_ious = pairwise_iou(expected.pred_boxes[clear], got.pred_boxes)
+    for i, match in zip(clear.tolist(), box_ious.argmax(dim=1).tolist()):
+        assert got.pred_classes[match] == expected.pred_classes[i]
+        torch.testing.assert_close(got.pred_boxes.tensor[match], expected.pred_boxes.tensor[i], rtol=0, atol=2.0)
+        torch.testing.assert_close(got.scores[match], expected.scores[i], rtol=0, atol=0.05)
+        torch.testing.assert_close(got.mask_scores[match], expected.mask_scores[i], rtol=0, atol=0.05)
+        mask, expected_mask = got.pred_masks[match], expected.pred_masks[i]
+        if expected_mask.sum() > 50:  # IoUs of masks of a few pixels say little
+            masks_compared += 1
+            assert (mask & expected_mask).sum() / (mask | expected_mask).sum() >= 0.9
+    assert masks_compared >= 5
