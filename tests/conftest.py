@@ -1,4 +1,5 @@
-"""Shared fixtures: small YOLACT configs that build and run in well under a second on a CPU; one torch thread."""
+"""Shared fixtures: small YOLACT configs that build and run in well under a second on a CPU; one torch thread; a
+tiny COCO-format dataset."""
 import contextlib
 import os
 
@@ -6,8 +7,11 @@ import pytest
 import torch
 
 from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
 
 from yolact_d2 import add_yolact_config
+from yolact_d2.data.synthetic import generate_yolact_shapes
 
 # The repository's root: configs are found from it whatever the working directory.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,6 +62,14 @@ def _torch_threads(num_threads: int):
         torch.set_num_threads(saved)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread_for_the_suite():
+    """Every test runs with one torch thread: the models are tiny, and on a 2-core machine a second thread gains
+    little alone and costs many times that when the cores are busy (training tests ran 5-15x slower with two)."""
+    with _torch_threads(1):
+        yield
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread: tiny models gain nothing from more, and on shared cores they lose a lot."""
@@ -70,3 +82,20 @@ def one_thread_per_module():
     """:func:`one_thread` for a whole module (``pytestmark = pytest.mark.usefixtures(...)``)."""
     with _torch_threads(1):
         yield
+
+
+TINY = "tiny_shapes"
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """Registers ``tiny_shapes`` (6 images, 5 classes) with ``register_coco_instances``; returns its name."""
+    root = str(tmp_path_factory.mktemp("datasets"))
+    json_file = generate_yolact_shapes(root, "val", 6)
+    image_root = os.path.join(os.path.dirname(os.path.dirname(json_file)), "val")
+    if TINY in DatasetCatalog.list():
+        DatasetCatalog.remove(TINY)
+        MetadataCatalog.remove(TINY)
+    register_coco_instances(TINY, {}, json_file, image_root)
+    DatasetCatalog.get(TINY)  # loads it, which sets thing_classes
+    return TINY

@@ -1,11 +1,15 @@
+import math
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
 from detectron2.modeling import build_model
+from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.structures import BitMasks, Boxes, Instances, pairwise_iou
 from detectron2.utils.visualizer import Visualizer
 
@@ -149,19 +153,55 @@ def _gt(size, boxes, classes):
     return inst
 
 
-def test_training_losses_are_finite_with_and_without_annotations(cfg):
+def test_training_losses_of_a_zeroed_head_by_hand(cfg):
+    """
+    With the class, box, coefficient and semantic convs zeroed: every softmax is uniform, so each anchor OHEM
+    selects costs log(C + 1), and OHEM takes 3 negatives per positive: loss_cls = 4 log(C + 1); box deltas are 0,
+    so loss_box_reg = 1.5 * the smooth-L1 of the GT's SSD encoding on each positive anchor (IoU >= 0.5 or the
+    GT's best, found here by brute force), over the positives; masks are sigmoid(0) = 0.5 inside the GT box's
+    crop (1 px padding at prototype resolution), so loss_mask = 6.125 * log 2 * crop pixels / box area;
+    semantic logits are 0: loss_sem_seg = C log 2 per image. The image without annotations adds nothing but
+    its semantic loss, so the averages over the batch stay the same.
+    """
     model = build_model(cfg).train()
+    with torch.no_grad():
+        for conv in (model.head.cls_score, model.head.bbox_pred, model.head.coef_pred, model.sem_seg_head.conv):
+            conv.weight.zero_()
+            conv.bias.zero_()
+    # near a square anchor of P5 (52.1, 52.1, 107.9, 107.9), whose 1:2 and 2:1 siblings overlap it by IoU 0.54;
+    # (13, 13, 27, 27) on the 40 x 40 prototypes of the 160 x 160 input
+    gt_box = [52.0, 52.0, 108.0, 108.0]
     inputs = [
-        {"image": _image(160, 160, 3), "instances": _gt(160, [[10, 20, 90, 100], [60, 60, 150, 140]], [1, 4])},
+        {"image": _image(160, 160, 3), "instances": _gt(160, [gt_box], [1])},
         {"image": _image(160, 160, 4), "instances": _gt(160, [], [])},
     ]
     losses = model(inputs)
     assert set(losses) == {"loss_cls", "loss_box_reg", "loss_mask", "loss_sem_seg"}
-    assert all(torch.isfinite(v) and v > 0 for v in losses.values())
+    num_classes = cfg.MODEL.YOLACT.NUM_CLASSES
+    with torch.no_grad():
+        raw = model.predict(model.preprocess_image(inputs)[0])
+    assert tuple(raw["prototypes"].shape[-2:]) == (40, 40)
+    anchors = raw["anchors"]
+    ious = pairwise_iou(Boxes(torch.tensor([gt_box])), Boxes(anchors))[0]
+    positive = ious >= 0.5
+    positive[ious.argmax()] = True
+    deltas = Box2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0)).get_deltas(
+        anchors[positive], torch.tensor([gt_box]).expand(int(positive.sum()), 4))
+    smooth_l1 = torch.where(deltas.abs() < 1, 0.5 * deltas ** 2, deltas.abs() - 0.5).sum()
+    expected = {
+        "loss_cls": 4 * math.log(num_classes + 1),
+        "loss_box_reg": 1.5 * smooth_l1.item() / int(positive.sum()),
+        "loss_mask": 6.125 * math.log(2) * 16 * 16 / (14 * 14),  # crop: columns and rows 12..27
+        "loss_sem_seg": num_classes * math.log(2),
+    }
+    assert int(positive.sum()) == 3 and 0.1 < expected["loss_box_reg"]
+    for name, value in expected.items():
+        torch.testing.assert_close(losses[name].item(), value, rtol=1e-5, atol=0, msg=name)
     sum(losses.values()).backward()
+    assert model.head.cls_score.weight.grad.abs().sum() > 0 and model.head.coef_pred.weight.grad.abs().sum() > 0
     empty = model([inputs[1]])
-    assert all(torch.isfinite(v) for v in empty.values())
-    assert empty["loss_box_reg"] == 0 and empty["loss_mask"] == 0
+    assert {k: v.item() for k, v in empty.items()} == pytest.approx(
+        {"loss_cls": 0.0, "loss_box_reg": 0.0, "loss_mask": 0.0, "loss_sem_seg": num_classes * math.log(2)})
 
 
 def test_class_ids_beyond_num_classes_are_refused(cfg):
@@ -210,20 +250,42 @@ def test_a_checkpoint_with_the_semantic_conv_in_the_loss_loads_to_the_same_outpu
     torch.testing.assert_close(loaded.sem_seg_head(features)["p3"], model.sem_seg_head(features)["p3"], rtol=0, atol=0)
 
 
-def test_forward_dispatches_to_the_public_training_and_inference_steps(cfg):
+def test_the_top_detection_is_the_composition_of_the_networks_outputs(cfg):
+    """
+    Composed here from the raw outputs, for a 100 x 140 image (stretched to the 160 x 160 input): the best
+    (anchor, class) score survives NMS and comes first; its box is its anchor's SSD decoding, clipped to the
+    input and scaled to the image; its mask is sigmoid(P c) cropped by the box (1 px padding on the 40 x 40
+    prototypes), resized bilinearly to the image and thresholded at 0.5. The normalised input is
+    (image - mean) / std resized bilinearly.
+    """
     model = _model(cfg)
+    with torch.no_grad():  # decisive masks: coefficients near +-1
+        model.head.coef_pred.bias.view(-1, 8).copy_(torch.tensor([2.0, -2.0] * 4))
     image = _image(100, 140, 6)
     with torch.no_grad():
-        via_forward = model([{"image": image}])[0]["instances"]
-        detections = model.inference(*model.preprocess_image([{"image": image}]))
-    assert len(detections) == 1 and detections[0].boxes.shape == (len(via_forward), 4)
-    torch.testing.assert_close(detections[0].scores, via_forward.scores)
-    # the detections are at network input resolution (160 x 160); the instances at the image's (100 x 140)
-    scale = torch.tensor([140 / 160, 100 / 160] * 2)
-    torch.testing.assert_close(detections[0].boxes * scale, via_forward.pred_boxes.tensor)
-    model.train()
-    losses = model([{"image": image, "instances": _gt(160, [[10, 20, 90, 80]], [1])}])
-    assert set(losses) == {"loss_cls", "loss_box_reg", "loss_mask", "loss_sem_seg"}
+        inst = model([{"image": image}])[0]["instances"]
+        images, regions = model.preprocess_image([{"image": image}])
+        raw = model.predict(images)
+    mean, std = torch.tensor(cfg.MODEL.PIXEL_MEAN).view(3, 1, 1), torch.tensor(cfg.MODEL.PIXEL_STD).view(3, 1, 1)
+    normalised = F.interpolate(((image.float() - mean) / std)[None], size=(160, 160), mode="bilinear",
+                               align_corners=False)
+    torch.testing.assert_close(images, normalised)
+    assert regions == [(160, 160)] and len(inst) == 100
+    scores = raw["cls_logits"][0].softmax(dim=-1)[:, :-1]
+    anchor, cls = divmod(int(scores.argmax()), cfg.MODEL.YOLACT.NUM_CLASSES)
+    box = Box2BoxTransform(weights=(10.0, 10.0, 5.0, 5.0)).apply_deltas(
+        raw["box_deltas"][0, anchor][None], raw["anchors"][anchor][None])[0].clamp(0, 160)
+    assert inst.pred_classes[0] == cls
+    torch.testing.assert_close(inst.scores[0], scores[anchor, cls])
+    torch.testing.assert_close(inst.pred_boxes.tensor[0], box * torch.tensor([140, 100, 140, 100]) / 160)
+    logits = torch.einsum("k,khw->hw", raw["coefs"][0, anchor], raw["prototypes"][0])
+    x1, y1, x2, y2 = (box / 4).tolist()
+    rows, cols = torch.arange(40.0)[:, None], torch.arange(40.0)[None, :]
+    crop = (cols >= x1 - 1) & (cols < x2 + 1) & (rows >= y1 - 1) & (rows < y2 + 1)
+    mask = F.interpolate((logits.sigmoid() * crop)[None, None], size=(100, 140), mode="bilinear",
+                         align_corners=False)[0, 0] > 0.5
+    assert mask.sum() > 100
+    assert (mask != inst.pred_masks[0]).sum() <= 2  # pixels where the probability is 0.5 to float precision
 
 
 @pytest.fixture
@@ -343,3 +405,72 @@ def test_the_configs_precision_is_resolved_for_its_device(cfg, monkeypatch, capl
     cfg.MODEL.YOLACT.PRECISION = "float16"
     with pytest.raises(ValueError, match="MODEL.YOLACT.PRECISION='float16' with MODEL.DEVICE 'cpu': .* for CUDA"):
         build_model(cfg)
+
+
+def _yolact_plus(cfg):
+    """The small config as YOLACT++: modulated deformable convs in every block of res3-res5, 3 anchor scales per
+    level, mask re-scoring."""
+    cfg.MODEL.RESNETS.DEFORM_ON_PER_STAGE = [False, True, True, True]
+    cfg.MODEL.RESNETS.DEFORM_MODULATED = True
+    cfg.MODEL.YOLACT.DEFORM_INTERVAL = 1
+    cfg.MODEL.YOLACT.ANCHOR.SQUARE = False
+    cfg.MODEL.YOLACT.ANCHOR.SIZES = [[s * 2 ** (i / 3) * 160 / 550 for i in range(3)] for s in (24, 48, 96, 192, 384)]
+    cfg.MODEL.YOLACT.MASK_RESCORING.ENABLED = True
+    return cfg
+
+
+def _confident_yolact_plus(cfg, precision):
+    """
+    :func:`_confident_model` as YOLACT++, whose offset convs (zero at initialisation, which would make the
+    deformable convs plain ones) get seeded weights (offsets of about a pixel), and whose background bias is set
+    so that about 40 anchors of :func:`_shapes_image` score a class clearly (by 1 logit over the background).
+    """
+    model = _confident_model(_yolact_plus(cfg), precision)
+    offsets = [m for name, m in model.named_modules() if name.endswith("conv2_offset")]
+    assert len(offsets) == 6
+    generator = torch.Generator().manual_seed(2)
+    head = model.head
+    background = head.cls_score.bias.view(-1, head.num_classes + 1)[:, -1]
+    with torch.no_grad():
+        for conv in offsets:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) * 0.02)
+        background.zero_()
+        logits = model.predict(model.preprocess_image([{"image": _shapes_image()}])[0])["cls_logits"][0]
+        background.fill_(float(logits[:, :-1].max(dim=1).values.topk(40).values[-1]) - 1.0)
+    return model
+
+
+@pytest.mark.skipif(not precision_module.cpu_has_native_bfloat16(),
+                    reason="this CPU has no native bfloat16 (oneDNN reports no AVX512-BF16 or AMX)")
+def test_yolact_plus_end_to_end_in_bfloat16_finds_the_float32_detections(cfg, one_thread):
+    """
+    The whole YOLACT++ (deformable backbone, FPN, protonet, head, re-scoring net) in bfloat16 against float32:
+    the clear detections (score > 0.5) are found with the same class, boxes within 2 px, scores and mask scores
+    within 0.05, masks (of over 50 pixels) of IoU >= 0.9; the deformable convs and the re-scoring net did run in
+    bfloat16.
+    """
+    full, low = _confident_yolact_plus(cfg.clone(), "float32"), _confident_yolact_plus(cfg.clone(), "bfloat16")
+    assert low.precision == "bfloat16" and low.mask_rescoring is not None
+    dtypes = []
+    deformable = next(m for name, m in low.named_modules() if name.endswith("res4.0.conv2"))
+    deformable.register_forward_hook(lambda module, args, out: dtypes.append(("deform", out.dtype)))
+    low.mask_rescoring.register_forward_hook(lambda module, args, out: dtypes.append(("rescoring", out.dtype)))
+    x = [{"image": _shapes_image()}]
+    with torch.no_grad():
+        expected, got = full(x)[0]["instances"], low(x)[0]["instances"]
+    assert dtypes == [("deform", torch.bfloat16), ("rescoring", torch.bfloat16)]
+    offsets = dict(full.named_modules())["backbone.bottom_up.res4.0.conv2_offset"]
+    clear = torch.nonzero(expected.scores > 0.5).flatten()
+    assert len(clear) >= 10 and offsets.weight.abs().max() > 0
+    masks_compared = 0
+    box_ious = pairwise_iou(expected.pred_boxes[clear], got.pred_boxes)
+    for i, match in zip(clear.tolist(), box_ious.argmax(dim=1).tolist()):
+        assert got.pred_classes[match] == expected.pred_classes[i]
+        torch.testing.assert_close(got.pred_boxes.tensor[match], expected.pred_boxes.tensor[i], rtol=0, atol=2.0)
+        torch.testing.assert_close(got.scores[match], expected.scores[i], rtol=0, atol=0.05)
+        torch.testing.assert_close(got.mask_scores[match], expected.mask_scores[i], rtol=0, atol=0.05)
+        mask, expected_mask = got.pred_masks[match], expected.pred_masks[i]
+        if expected_mask.sum() > 50:  # IoUs of masks of a few pixels say little
+            masks_compared += 1
+            assert (mask & expected_mask).sum() / (mask | expected_mask).sum() >= 0.9
+    assert masks_compared >= 5
