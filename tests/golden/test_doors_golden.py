@@ -115,8 +115,11 @@ def setup(tmp_path_factory):
 def _comparison(instances, expected):
     """One line: the detections' count, max score and box (px) differences and least mask IoU with ``expected``."""
     detections = expected["detections"]
-    if instances.pred_classes.tolist() != detections["classes"]:
-        return f"{len(instances)} detections, not the original's {len(detections['classes'])} classes in order"
+    classes, expected_classes = instances.pred_classes.tolist(), detections["classes"]
+    if classes != expected_classes:
+        first = next((i for i, (a, b) in enumerate(zip(classes, expected_classes)) if a != b), None)
+        return (f"{len(classes)} detections, the original's {len(expected_classes)}; classes differ from detection "
+                f"{first if first is not None else min(len(classes), len(expected_classes))}")
     height, width = instances.image_size
     masks = np.stack([golden.decode_mask(r, height, width) for r in detections["masks_rle"]])
     score = np.abs(instances.scores.numpy() - detections["scores"]).max()
@@ -160,10 +163,18 @@ def test_evaluation_yolact_plus(setup):
     _check_door(setup, "evaluation (--eval-only)", _evaluation(cfg, golden.converted_model(model, cfg)), model)
 
 
-def test_yolact_predictor(setup):
-    predictor = YolactPredictor(setup["cfg"])
-    _check_door(setup, "YolactPredictor(file)", predictor(setup["path"])["instances"])
-    _check_door(setup, "YolactPredictor(BGR array)", predictor(read_image(setup["path"], "BGR"))["instances"])
+@pytest.fixture(scope="module")
+def yolact_predictor(setup):
+    return YolactPredictor(setup["cfg"])
+
+
+def test_yolact_predictor_on_a_file(setup, yolact_predictor):
+    _check_door(setup, "YolactPredictor(file)", yolact_predictor(setup["path"])["instances"])
+
+
+def test_yolact_predictor_on_an_array(setup, yolact_predictor):
+    instances = yolact_predictor(read_image(setup["path"], "BGR"))["instances"]
+    _check_door(setup, "YolactPredictor(BGR array)", instances)
 
 
 def test_default_predictor(setup):
