@@ -45,7 +45,7 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:`torch.jit.:FutureWarning"),
 ]
 
-IMAGE = "photo_480x640"  # larger than the 550 x 550 input: a shrinking resize, where PIL's antialiases
+IMAGE = "photo_480x640"  # to 550 x 550: its width shrinks (where a PIL resize would antialias), its height grows
 DATASET = "golden_doors_photo"
 
 
