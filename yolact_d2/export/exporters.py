@@ -36,6 +36,10 @@ CHECKED_TRACER_WARNINGS = (
     (r"Converting a tensor to a Python boolean", r"torchvision\.ops\.deform_conv"),
     # torch's group_norm (GN in the backbone, FPN, protonet or head): its check of the values per group.
     (r"Converting a tensor to a Python boolean", r"torch\.nn\.functional"),
+    # SyncBatchNorm (the COCO configs' norm): its check that the input has channels.
+    (r"Converting a tensor to a Python boolean", r"torch\.nn\.modules\.batchnorm"),
+    # YolactTopBlock: whether P5 / P6 is one pixel wide (fixed by S) decides the precision of P6 / P7.
+    (r"Converting a tensor to a Python boolean", r"yolact_d2\.modeling\.backbone"),
     # YolactAnchorGenerator: the anchors' cell shapes come from the config's sizes and aspect ratios.
     (r"torch\.tensor results are registered as constants", r"yolact_d2\.modeling\.anchors"),
 )
