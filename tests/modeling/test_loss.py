@@ -359,7 +359,7 @@ def test_positive_anchors_and_trained_masks_per_image_go_to_the_event_storage(cf
         inst.gt_classes = torch.zeros(len(boxes), dtype=torch.int64)
         inst.gt_masks = BitMasks(torch.ones(len(boxes), 256, 256, dtype=torch.bool))
         gts.append(inst)
-    predictions = {"anchors": anchors, "cls_logits": torch.zeros(2, 7, 3), "box_deltas": torch.zeros(2, 7, 4),
+    predictions = {"anchors": anchors, "relative_anchors": anchors / 256, "cls_logits": torch.zeros(2, 7, 3), "box_deltas": torch.zeros(2, 7, 4),
                    "coefs": torch.zeros(2, 7, 4), "prototypes": torch.zeros(2, 4, 16, 16)}
     crowds = [Boxes(torch.zeros(0, 4))] * 2
     with EventStorage() as storage:
@@ -384,6 +384,7 @@ def _empty_image_inputs(num_images):
              [8.0, 8.0, 24.0, 24.0], [0.0, 0.0, 32.0, 32.0]]
         ),
     }
+    predictions["relative_anchors"] = predictions["anchors"] / 32
     image = Instances((32, 32), gt_boxes=Boxes(torch.tensor([[4.0, 4.0, 20.0, 20.0]])), gt_classes=torch.tensor([1]))
     masks = torch.zeros(1, 32, 32, dtype=torch.bool)
     masks[0, 4:20, 4:20] = True
@@ -393,8 +394,9 @@ def _empty_image_inputs(num_images):
 
 def _images(predictions, index):
     """The predictions of the images ``index`` (a slice); the anchors are shared."""
-    per_image = {k: v[index] for k, v in predictions.items() if k != "anchors"}
-    return dict(per_image, anchors=predictions["anchors"])
+    shared = ("anchors", "relative_anchors")
+    per_image = {k: v[index] for k, v in predictions.items() if k not in shared}
+    return dict(per_image, **{k: predictions[k] for k in shared})
 
 
 def _with_sem_seg(head, predictions):
