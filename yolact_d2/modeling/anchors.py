@@ -80,16 +80,17 @@ class YolactAnchorGenerator(nn.Module):
     def _relative_level_anchors(self, level, grid, image_size, device) -> torch.Tensor:
         """
         One level's anchors as the original's ``make_priors`` and ``point_form`` build them: centre and size
-        as fractions of the input in double precision, rounded to float32, then centre -/+ size / 2 in float32.
+        as fractions of the input in double precision, rounded to float32, then centre -/+ size / 2 in float32
+        (on the CPU: not every device has float64).
         """
         (hl, wl), (h, w) = grid, image_size
-        cy = (torch.arange(hl, device=device, dtype=torch.float64) + 0.5) / hl
-        cx = (torch.arange(wl, device=device, dtype=torch.float64) + 0.5) / wl
+        cy = (torch.arange(hl, dtype=torch.float64) + 0.5) / hl
+        cx = (torch.arange(wl, dtype=torch.float64) + 0.5) / wl
         cy, cx = torch.meshgrid(cy, cx, indexing="ij")
         centres = torch.stack([cx, cy], -1).reshape(-1, 1, 2).float()  # (Hl * Wl, 1, 2)
         sizes = torch.tensor([(aw / w, ah / h) for aw, ah in self._cell_shapes(level)], dtype=torch.float64)
-        half = sizes.float().to(device)[None] / 2  # (1, A, 2)
-        return torch.cat([centres - half, centres + half], -1).reshape(-1, 4)
+        half = sizes.float()[None] / 2  # (1, A, 2)
+        return torch.cat([centres - half, centres + half], -1).reshape(-1, 4).to(device)
 
     def _cached(self, key: tuple, build) -> torch.Tensor:
         """``build()``, cached under ``key`` except while torch.export / torch.compile trace (fake tensors)."""
