@@ -211,6 +211,9 @@ def test_forced_anchor_among_pixel_ties_is_the_one_of_the_originals_frame(cfg):
 
     assert box_loss.item() == pytest.approx(coding_cost(161).item(), rel=1e-6)
     assert abs(coding_cost(126).item() - coding_cost(161).item()) > 0.1
+    without = {k: v for k, v in predictions.items() if k != "relative_anchors"}
+    with pytest.raises(KeyError, match="relative_anchors"):
+        loss(without, [image], no_crowd, transform)
 
 
 def test_ohem_picks_the_hardest_negatives_three_per_positive():

@@ -421,9 +421,10 @@ class YolactLoss(nn.Module):
         """
         Args:
             predictions: from ``YOLACT.predict``: cls_logits (N, R, C + 1), box_deltas (N, R, 4),
-                coefs (N, R, k), prototypes (N, k, Hp, Wp), anchors (R, 4) XYXY in input pixels (box coding),
-                relative_anchors (R, 4) the same anchors in the matching's frame (:meth:`match`); and, when the
-                model has a semantic-segmentation head, sem_seg_logits (per level (N, C, h, w)).
+                coefs (N, R, k), prototypes (N, k, Hp, Wp), anchors (R, 4) XYXY in input pixels (box coding);
+                added by ``YOLACT.forward_training``: relative_anchors (R, 4), the same anchors in the
+                matching's frame (:meth:`match`), and, when the model has a semantic-segmentation head,
+                sem_seg_logits (per level (N, C, h, w)).
             gt_instances: per image, ``gt_boxes``, ``gt_classes``, ``gt_masks`` (BitMasks, S x S).
             crowd_boxes: per image, crowd regions (M, 4).
             mask_rescoring: YOLACT++'s mask IoU net, trained when given.
@@ -432,6 +433,11 @@ class YolactLoss(nn.Module):
             anchors and of trained masks per image are recorded too (``num_pos_anchors``, ``num_masks_trained``).
         """
         self.check_gt_classes(gt_instances)
+        if "relative_anchors" not in predictions:
+            raise KeyError(
+                "YolactLoss needs predictions['relative_anchors'], the anchors of YolactAnchorGenerator.relative "
+                "(as YOLACT.forward_training adds them) for the matching"
+            )
         anchors = predictions["anchors"]
         matched, state = self.match(predictions["relative_anchors"], gt_instances, crowd_boxes)
         positives = int((state == POSITIVE).sum())
