@@ -100,20 +100,24 @@ def golden_cfg(model: str):
     return cfg
 
 
-def converted_state_dict(model: str, net: torch.nn.Module) -> Dict[str, torch.Tensor]:
-    """The golden weights converted by tools/convert_yolact_weights.py for ``net``."""
+def converted_state_dict(model: str, net: torch.nn.Module, dtype=torch.float32) -> Dict[str, torch.Tensor]:
+    """
+    The golden weights converted by tools/convert_yolact_weights.py for ``net``, their floating-point tensors
+    in ``dtype`` before the conversion (which folds YOLACT++'s DCN biases into norms in that dtype).
+    """
     tool = converter()
-    state_dict = tool.fit_batch_norm_counters(tool.convert_yolact(original_state_dict(model)), net)
+    weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in original_state_dict(model).items()}
+    state_dict = tool.fit_batch_norm_counters(tool.convert_yolact(weights), net)
     tool.check_matches_model(state_dict, net)
     return state_dict
 
 
-def converted_model(model: str, cfg=None) -> torch.nn.Module:
-    """The model of ``cfg`` (default :func:`golden_cfg`) with the converted golden weights, in eval mode."""
+def converted_model(model: str, cfg=None, dtype=torch.float32) -> torch.nn.Module:
+    """The model of ``cfg`` (default :func:`golden_cfg`) in ``dtype`` with the converted golden weights, in eval mode."""
     from detectron2.modeling import build_model
 
-    net = build_model(cfg if cfg is not None else golden_cfg(model))
-    net.load_state_dict(converted_state_dict(model, net))
+    net = build_model(cfg if cfg is not None else golden_cfg(model)).to(dtype)
+    net.load_state_dict(converted_state_dict(model, net, dtype))
     return net.eval()
 
 

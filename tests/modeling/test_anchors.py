@@ -46,6 +46,42 @@ def test_anchor_hand_worked_values():
     torch.testing.assert_close(sq[1], torch.tensor([25 - 8.48528, 25 - 8.48528, 25 + 8.48528, 25 + 8.48528]))
 
 
+def _original_priors(sizes, ratios, square, grids, max_size):
+    """
+    The original's ``make_priors`` (pixel scales, ratios not pre-rooted) for a square input then ``point_form``,
+    restated: centre-size in Python floats, one float32 tensor, centre -/+ size / 2 in float32 (R, 4).
+    """
+    data = []
+    for level, (conv_h, conv_w) in enumerate(grids):
+        for y_cell in range(conv_h):
+            for x_cell in range(conv_w):
+                x, y = (x_cell + 0.5) / conv_w, (y_cell + 0.5) / conv_h
+                for scale in sizes[level]:
+                    for ar in ratios:
+                        root = math.sqrt(ar)
+                        w, h = scale * root / max_size, scale / root / max_size
+                        data += [x, y, w, w if square else h]
+    priors = torch.tensor(data, dtype=torch.float32).view(-1, 4)
+    return torch.cat([priors[:, :2] - priors[:, 2:] / 2, priors[:, :2] + priors[:, 2:] / 2], dim=1)
+
+
+@pytest.mark.parametrize("square", [False, True])
+def test_relative_anchors_are_the_originals_bit_for_bit(square):
+    """The matching's anchors equal the original's float32 priors exactly, in the order of the pixel anchors."""
+    sizes = [[24, 24 * 2 ** (1 / 3), 24 * 2 ** (2 / 3)], [48, 48 * 2 ** (1 / 3), 48 * 2 ** (2 / 3)]]
+    ratios, grids, size = [1.0, 0.5, 2.0], [(9, 9), (5, 5)], 550
+    gen = YolactAnchorGenerator(sizes, ratios, square)
+    relative = gen.relative(grids, (size, size))
+    expected = _original_priors(sizes, ratios, square, grids, size)
+    assert relative.dtype == torch.float32 and relative.shape == gen(grids, (size, size)).shape
+    assert torch.equal(relative, expected)
+    # the same anchors as the pixel ones, but not their rounding: dividing those by the size differs somewhere
+    pixels = gen(grids, (size, size), dtype=torch.float64) / size
+    torch.testing.assert_close(relative.double(), pixels, rtol=0, atol=1e-7)
+    assert not torch.equal(relative, (gen(grids, (size, size)) / size))
+    assert gen.relative(grids, (size, size)) is relative  # cached
+
+
 def test_anchors_are_cached_per_size():
     gen = YolactAnchorGenerator([[24]], [1.0], square=False)
     assert gen([(2, 2)], (64, 64)) is gen([(2, 2)], (64, 64))

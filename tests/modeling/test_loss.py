@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from yolact_d2.modeling.anchors import build_box2box_transform
+from yolact_d2.modeling.anchors import YolactAnchorGenerator, build_box2box_transform
 from yolact_d2.modeling.loss import YolactLoss, force_best_anchors, match_anchors, ohem_negatives
 from yolact_d2.modeling.masks import batched_box_iou
 from yolact_d2.modeling.semantic_seg import YolactSemSegHead
@@ -166,6 +166,54 @@ def test_forcing_at_coco_scale_equals_the_originals_rule():
     iou = batched_box_iou(gt, anchors)
     gts, forced = force_best_anchors(iou)
     assert dict(zip(gts.tolist(), forced.tolist())) == _original_forcing(iou)
+
+
+def _float32_jaccard(gt, anchors):
+    """The original's ``jaccard`` (G, 4) x (R, 4) -> (G, R), restated, in float32."""
+    inter = (torch.min(gt[:, None, 2:], anchors[None, :, 2:]) - torch.max(gt[:, None, :2], anchors[None, :, :2]))
+    inter = inter.clamp(min=0).prod(-1)
+    area_gt = ((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]))[:, None]
+    area_anchors = ((anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1]))[None]
+    return inter / (area_gt + area_anchors - inter)
+
+
+def test_forced_anchor_among_pixel_ties_is_the_one_of_the_originals_frame(cfg):
+    """
+    A 98 x 105 GT on the 48-px anchors of a 35 x 35 grid on 550 px has IoU 0.224 < 0.5 with nine anchors alike
+    in pixels (the lowest index 126, row 3 column 21); the original compares GT / 550 with its float32 relative
+    anchors, where rounding ranks anchor 161 (row 4) first. The loss forces the original's.
+    """
+    loss = _loss_module(cfg, input_size=550)
+    generator = YolactAnchorGenerator([[48]], [1.0])
+    grid, size = [(35, 35)], (550, 550)
+    gt_box = torch.tensor([[306.0, 18.0, 404.0, 123.0]])
+    pixel_iou = _float32_jaccard(gt_box, generator(grid, size))[0]
+    relative_iou = _float32_jaccard(gt_box / 550, generator.relative(grid, size))[0]
+    tied = (pixel_iou == pixel_iou.max()).nonzero().flatten().tolist()
+    assert tied == [126, 127, 128, 161, 162, 163, 196, 197, 198] and pixel_iou.max() < 0.5
+    assert int(pixel_iou.argmax()) == 126 and int(relative_iou.argmax()) == 161  # the frames break the tie apart
+    image = Instances(size, gt_boxes=Boxes(gt_box), gt_classes=torch.tensor([0]))
+    image.gt_masks = BitMasks(torch.ones(1, *size, dtype=torch.bool))
+    no_crowd = [Boxes(torch.zeros(0, 4))]
+    matched, state = loss.match(generator.relative(grid, size), [image], no_crowd)
+    assert (state[0] == 1).nonzero().flatten().tolist() == [161] and int(matched[0, 161]) == 0
+    # the loss matches with the relative anchors and codes the box on the pixel anchor: zero deltas cost the
+    # smooth L1 of the GT's coding on anchor 161 (the only positive), not on anchor 126
+    predictions = {"anchors": generator(grid, size), "relative_anchors": generator.relative(grid, size),
+                   "cls_logits": torch.zeros(1, 1225, 4), "box_deltas": torch.zeros(1, 1225, 4),
+                   "coefs": torch.zeros(1, 1225, 4), "prototypes": torch.zeros(1, 4, 8, 8)}
+    transform = build_box2box_transform(cfg)
+    box_loss = loss(predictions, [image], no_crowd, transform)["loss_box_reg"] / cfg.MODEL.YOLACT.LOSS.BOX_WEIGHT
+
+    def coding_cost(anchor):
+        return F.smooth_l1_loss(transform.get_deltas(predictions["anchors"][[anchor]], gt_box), torch.zeros(1, 4),
+                                beta=1.0, reduction="sum")
+
+    assert box_loss.item() == pytest.approx(coding_cost(161).item(), rel=1e-6)
+    assert abs(coding_cost(126).item() - coding_cost(161).item()) > 0.1
+    without = {k: v for k, v in predictions.items() if k != "relative_anchors"}
+    with pytest.raises(KeyError, match="relative_anchors"):
+        loss(without, [image], no_crowd, transform)
 
 
 def test_ohem_picks_the_hardest_negatives_three_per_positive():
@@ -359,7 +407,7 @@ def test_positive_anchors_and_trained_masks_per_image_go_to_the_event_storage(cf
         inst.gt_classes = torch.zeros(len(boxes), dtype=torch.int64)
         inst.gt_masks = BitMasks(torch.ones(len(boxes), 256, 256, dtype=torch.bool))
         gts.append(inst)
-    predictions = {"anchors": anchors, "cls_logits": torch.zeros(2, 7, 3), "box_deltas": torch.zeros(2, 7, 4),
+    predictions = {"anchors": anchors, "relative_anchors": anchors / 256, "cls_logits": torch.zeros(2, 7, 3), "box_deltas": torch.zeros(2, 7, 4),
                    "coefs": torch.zeros(2, 7, 4), "prototypes": torch.zeros(2, 4, 16, 16)}
     crowds = [Boxes(torch.zeros(0, 4))] * 2
     with EventStorage() as storage:
@@ -384,6 +432,7 @@ def _empty_image_inputs(num_images):
              [8.0, 8.0, 24.0, 24.0], [0.0, 0.0, 32.0, 32.0]]
         ),
     }
+    predictions["relative_anchors"] = predictions["anchors"] / 32
     image = Instances((32, 32), gt_boxes=Boxes(torch.tensor([[4.0, 4.0, 20.0, 20.0]])), gt_classes=torch.tensor([1]))
     masks = torch.zeros(1, 32, 32, dtype=torch.bool)
     masks[0, 4:20, 4:20] = True
@@ -393,8 +442,9 @@ def _empty_image_inputs(num_images):
 
 def _images(predictions, index):
     """The predictions of the images ``index`` (a slice); the anchors are shared."""
-    per_image = {k: v[index] for k, v in predictions.items() if k != "anchors"}
-    return dict(per_image, anchors=predictions["anchors"])
+    shared = ("anchors", "relative_anchors")
+    per_image = {k: v[index] for k, v in predictions.items() if k not in shared}
+    return dict(per_image, **{k: predictions[k] for k in shared})
 
 
 def _with_sem_seg(head, predictions):

@@ -20,6 +20,9 @@ class YolactAnchorGenerator(nn.Module):
 
     Anchors are ordered by level, row, column, size, aspect ratio, the order of the head's outputs, and
     cached per (feature sizes, image size, device, dtype), except while torch.export or torch.compile trace.
+
+    :meth:`forward` gives them in pixels, for box coding; :meth:`relative` gives the same anchors in the
+    original's frame and rounding, for matching.
     """
 
     @configurable
@@ -74,6 +77,34 @@ class YolactAnchorGenerator(nn.Module):
         half = torch.tensor(self._cell_shapes(level), device=device, dtype=dtype)[None] / 2  # (1, A, 2)
         return torch.cat([centres - half, centres + half], -1).reshape(-1, 4)
 
+    def _relative_level_anchors(self, level, grid, image_size, device) -> torch.Tensor:
+        """
+        One level's anchors as the original's ``make_priors`` and ``point_form`` build them: centre and size
+        as fractions of the input in double precision, rounded to float32, then centre -/+ size / 2 in float32
+        (on the CPU: not every device has float64).
+        """
+        (hl, wl), (h, w) = grid, image_size
+        cy = (torch.arange(hl, dtype=torch.float64) + 0.5) / hl
+        cx = (torch.arange(wl, dtype=torch.float64) + 0.5) / wl
+        cy, cx = torch.meshgrid(cy, cx, indexing="ij")
+        centres = torch.stack([cx, cy], -1).reshape(-1, 1, 2).float()  # (Hl * Wl, 1, 2)
+        sizes = torch.tensor([(aw / w, ah / h) for aw, ah in self._cell_shapes(level)], dtype=torch.float64)
+        half = sizes.float()[None] / 2  # (1, A, 2)
+        return torch.cat([centres - half, centres + half], -1).reshape(-1, 4).to(device)
+
+    def _cached(self, key: tuple, build) -> torch.Tensor:
+        """``build()``, cached under ``key`` except while torch.export / torch.compile trace (fake tensors)."""
+        if key in self._cache:
+            return self._cache[key]
+        anchors = build()
+        if not torch.compiler.is_compiling():
+            self._cache[key] = anchors
+        return anchors
+
+    def _check_levels(self, grid_sizes) -> None:
+        if len(grid_sizes) != len(self.sizes):
+            raise ValueError(f"Got {len(grid_sizes)} feature maps for {len(self.sizes)} anchor levels")
+
     def forward(self, grid_sizes: List[Tuple[int, int]], image_size: Tuple[int, int], device=None,
                 dtype=torch.float32) -> torch.Tensor:
         """
@@ -83,15 +114,30 @@ class YolactAnchorGenerator(nn.Module):
         Returns:
             anchors (R, 4), XYXY in input pixels, R = sum_l Hl * Wl * A.
         """
-        if len(grid_sizes) != len(self.sizes):
-            raise ValueError(f"Got {len(grid_sizes)} feature maps for {len(self.sizes)} anchor levels")
+        self._check_levels(grid_sizes)
         key = (tuple(map(tuple, grid_sizes)), tuple(image_size), str(device), dtype)
-        if key in self._cache:
-            return self._cache[key]
-        anchors = torch.cat([self._level_anchors(i, g, image_size, device, dtype) for i, g in enumerate(grid_sizes)])
-        if not torch.compiler.is_compiling():  # torch.export / torch.compile see fake tensors: never cache those
-            self._cache[key] = anchors
-        return anchors
+        return self._cached(key, lambda: torch.cat(
+            [self._level_anchors(i, g, image_size, device, dtype) for i, g in enumerate(grid_sizes)]
+        ))
+
+    def relative(self, grid_sizes: List[Tuple[int, int]], image_size: Tuple[int, int], device=None) -> torch.Tensor:
+        """
+        The anchors of :meth:`forward`, in the same order, as the original computes them for matching: XYXY
+        as fractions of the input's width and height, float32, built from centre and size (the original's
+        ``make_priors`` with pixel scales, then ``point_form``). Dividing the pixel anchors by the input size
+        instead rounds differently, which breaks the anchors' exact IoU ties otherwise than the original.
+
+        Args:
+            grid_sizes: (Hl, Wl) of each level's feature map.
+            image_size: (H, W) of the network input in pixels.
+        Returns:
+            anchors (R, 4) float32, XYXY relative to the input (pixels / (W, H, W, H)), R = sum_l Hl * Wl * A.
+        """
+        self._check_levels(grid_sizes)
+        key = ("relative", tuple(map(tuple, grid_sizes)), tuple(image_size), str(device))
+        return self._cached(key, lambda: torch.cat(
+            [self._relative_level_anchors(i, g, image_size, device) for i, g in enumerate(grid_sizes)]
+        ))
 
 
 def build_box2box_transform(cfg) -> Box2BoxTransform:

@@ -4,7 +4,9 @@ class loss with OHEM (or, as an option, the softmax focal loss), smooth-L1 box l
 the decoded boxes), mask BCE on assembled masks cropped by the GT box, and the semantic-segmentation auxiliary
 loss.
 
-Coordinates: anchors and GT boxes are XYXY in pixels of the (square, S x S) network input.
+Coordinates: anchors and GT boxes are XYXY in pixels of the (square, S x S) network input, except in the
+matching, which compares them as the original does: as fractions of the input, float32 (see
+:meth:`YolactLoss.match`).
 """
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
@@ -268,10 +270,25 @@ class YolactLoss(nn.Module):
             "detach_masks": ycfg.MASK_RESCORING.DETACH_MASKS,
         }
 
-    def match(self, anchors: torch.Tensor, gt_instances: List[Instances], crowd_boxes: List[Boxes]):
-        """Per image matching; returns matched GT indices (N, R) and states (N, R)."""
+    def match(self, relative_anchors: torch.Tensor, gt_instances: List[Instances], crowd_boxes: List[Boxes]):
+        """
+        Per image :func:`match_anchors`, in the original's frame: the anchors as it builds them
+        (``YolactAnchorGenerator.relative``), the GT and crowd boxes divided by S in float32, as it holds them.
+        The anchors' IoUs tie exactly in pixels but not in that frame, so the frame decides which anchor a GT
+        is forced onto.
+
+        Args:
+            relative_anchors: (R, 4) float32, XYXY as fractions of the S x S input.
+            gt_instances: per image, ``gt_boxes`` (G, 4) XYXY in input pixels.
+            crowd_boxes: per image, (M, 4) XYXY in input pixels.
+        Returns:
+            matched GT indices (N, R) and states (N, R), as from :func:`match_anchors`.
+        """
+        def relative(boxes: Boxes) -> torch.Tensor:
+            return boxes.tensor.to(relative_anchors.dtype) / self.input_size
+
         results = [
-            match_anchors(anchors, gt.gt_boxes.tensor, crowd.tensor, *self.matcher_cfg)
+            match_anchors(relative_anchors, relative(gt.gt_boxes), relative(crowd), *self.matcher_cfg)
             for gt, crowd in zip(gt_instances, crowd_boxes)
         ]
         return torch.stack([r[0] for r in results]), torch.stack([r[1] for r in results])
@@ -404,8 +421,10 @@ class YolactLoss(nn.Module):
         """
         Args:
             predictions: from ``YOLACT.predict``: cls_logits (N, R, C + 1), box_deltas (N, R, 4),
-                coefs (N, R, k), prototypes (N, k, Hp, Wp), anchors (R, 4); and, when the model has a
-                semantic-segmentation head, sem_seg_logits (per level (N, C, h, w)).
+                coefs (N, R, k), prototypes (N, k, Hp, Wp), anchors (R, 4) XYXY in input pixels (box coding);
+                added by ``YOLACT.forward_training``: relative_anchors (R, 4), the same anchors in the
+                matching's frame (:meth:`match`), and, when the model has a semantic-segmentation head,
+                sem_seg_logits (per level (N, C, h, w)).
             gt_instances: per image, ``gt_boxes``, ``gt_classes``, ``gt_masks`` (BitMasks, S x S).
             crowd_boxes: per image, crowd regions (M, 4).
             mask_rescoring: YOLACT++'s mask IoU net, trained when given.
@@ -414,8 +433,13 @@ class YolactLoss(nn.Module):
             anchors and of trained masks per image are recorded too (``num_pos_anchors``, ``num_masks_trained``).
         """
         self.check_gt_classes(gt_instances)
+        if "relative_anchors" not in predictions:
+            raise KeyError(
+                "YolactLoss needs predictions['relative_anchors'], the anchors of YolactAnchorGenerator.relative "
+                "(as YOLACT.forward_training adds them) for the matching"
+            )
         anchors = predictions["anchors"]
-        matched, state = self.match(anchors, gt_instances, crowd_boxes)
+        matched, state = self.match(predictions["relative_anchors"], gt_instances, crowd_boxes)
         positives = int((state == POSITIVE).sum())
         num_pos = max(positives, 1)
         losses = {

@@ -279,6 +279,10 @@ class YOLACT(nn.Module):
             regions.append(region)
         return torch.stack(images), regions
 
+    def anchor_grid(self, features: Dict[str, torch.Tensor]) -> List[Tuple[int, int]]:
+        """(Hl, Wl) of each of the head's feature maps, the grid of its anchors."""
+        return [tuple(features[f].shape[-2:]) for f in self.in_features]
+
     def predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """
         Backbone, protonet and head on a normalised batch (N, 3, S, S).
@@ -297,7 +301,7 @@ class YOLACT(nn.Module):
             head_features = [features[f] for f in self.in_features]
             cls_logits, box_deltas, coefs = self.head(head_features)
             anchors = self.anchor_generator(
-                [tuple(f.shape[-2:]) for f in head_features], tuple(images.shape[-2:]), images.device, images.dtype
+                self.anchor_grid(features), tuple(images.shape[-2:]), images.device, images.dtype
             )
         return {
             "features": features,
@@ -322,6 +326,9 @@ class YOLACT(nn.Module):
         gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
         crowd_boxes = [x.get("crowd_boxes", Boxes(torch.zeros(0, 4))).to(self.device) for x in batched_inputs]
         predictions = self.predict(images)
+        predictions["relative_anchors"] = self.anchor_generator.relative(
+            self.anchor_grid(predictions["features"]), tuple(images.shape[-2:]), images.device
+        )
         if self.sem_seg_head is not None:
             predictions["sem_seg_logits"] = self.sem_seg_head(predictions["features"])
         return self.loss(predictions, gt_instances, crowd_boxes, self.box2box_transform, self.mask_rescoring)
