@@ -19,7 +19,6 @@ from typing import Iterator, List
 
 from omegaconf import OmegaConf
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import default_argument_parser, default_setup, default_writers, hooks, launch
 from detectron2.evaluation import inference_on_dataset, print_csv_format
@@ -27,7 +26,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from yolact_d2.config import close_keys_hint
-from yolact_d2.engine import build_step_trainer, wrap_ddp
+from yolact_d2.engine import YolactCheckpointer, build_step_trainer, wrap_ddp
 from yolact_d2.engine.trainer import (
     FiniteParameters, check_finite_losses, check_finite_parameters, check_total_batch_size,
 )
@@ -82,7 +81,7 @@ def do_train(args, cfg):
     train_loader = instantiate(cfg.dataloader.train)
     model = wrap_ddp(model, **cfg.train.ddp)
     trainer = build_step_trainer(model, train_loader, optimizer, amp=cfg.train.amp.enabled, device=cfg.train.device)
-    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    checkpointer = YolactCheckpointer(model, cfg.train.output_dir, reinit_class_layers=True, trainer=trainer)
     main_process = comm.is_main_process()
     trainer.register_hooks([
         hooks.IterationTimer(),
@@ -105,7 +104,7 @@ def main(args):
     setup_logger(cfg.train.output_dir, comm.get_rank(), name="yolact_d2")  # as default_setup does for detectron2's
     if args.eval_only:
         model = instantiate(cfg.model).to(cfg.train.device)
-        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        YolactCheckpointer(model).load(cfg.train.init_checkpoint)
         return do_test(cfg, wrap_ddp(model, **cfg.train.ddp))
     return do_train(args, cfg)
 

@@ -59,3 +59,13 @@ def test_a_batch_size_the_processes_cannot_share_names_the_key(tmp_path):
     tool = _tool()
     with pytest.raises(ValueError, match=r"dataloader.train.total_batch_size=0: the total batch size"):
         tool.main(_args(tool, tmp_path, overrides=["dataloader.train.total_batch_size=0"]))
+
+
+def test_a_missing_or_non_checkpoint_init_checkpoint_is_named(tmp_path):
+    tool = _tool()
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        tool.main(_args(tool, tmp_path / "eval", "--eval-only", f"train.init_checkpoint={tmp_path / 'missing.pth'}"))
+    text = tmp_path / "notes.pth"
+    text.write_text("not weights\n")
+    with pytest.raises(ValueError, match="notes.pth"):
+        tool.main(_args(tool, tmp_path / "train", f"train.init_checkpoint={text}"))
