@@ -31,6 +31,6 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "dev": ["pytest>=7", "onnx", "onnxruntime", "onnxscript"],
+        "dev": ["pytest>=7", "pytest-xdist", "onnx", "onnxruntime", "onnxscript"],
     },
 )
