@@ -211,16 +211,24 @@ def test_class_ids_beyond_num_classes_are_refused(cfg):
 
 
 def test_losses_under_bfloat16_autocast_are_float32_and_near_the_float32_ones(cfg):
-    """Mixed precision runs the network in bfloat16; autocast keeps the losses in float32, within 2% of float32."""
+    """Mixed precision runs the network in bfloat16 and the losses in float32 on its outputs, within 2% of float32."""
     model = build_model(cfg).train()
     inputs = [{"image": _image(160, 160, 3), "instances": _gt(160, [[10, 20, 90, 100], [60, 60, 150, 140]], [1, 4])}]
     full = model(inputs)
-    head_dtypes = []
+    head_dtypes, loss_inputs = [], []
     hook = model.head.register_forward_hook(lambda module, args, out: head_dtypes.append(out[0].dtype))
+
+    def record_loss_inputs(module, args):
+        flat = {**args[0], **args[0].get("sem_seg_logits", {})}
+        loss_inputs.append(({v.dtype for v in flat.values() if torch.is_tensor(v)}, torch.is_autocast_enabled("cpu")))
+
+    loss_hook = model.loss.register_forward_pre_hook(record_loss_inputs)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = model(inputs)
     hook.remove()
+    loss_hook.remove()
     assert head_dtypes == [torch.bfloat16]
+    assert loss_inputs == [({torch.float32}, False)]  # the losses see float32 outputs, outside autocast
     assert set(mixed) == set(full)
     for name, value in mixed.items():
         assert value.dtype == torch.float32, name

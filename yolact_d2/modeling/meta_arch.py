@@ -118,6 +118,13 @@ def detections_to_instances(
     return result
 
 
+def _to_float32(predictions: Dict) -> Dict:
+    """``predictions`` with every tensor, also those in nested dicts, cast to float32."""
+    return {
+        name: _to_float32(value) if isinstance(value, dict) else value.float() for name, value in predictions.items()
+    }
+
+
 def _resolve_config_precision(cfg) -> str:
     """:func:`resolve_precision` of ``MODEL.YOLACT.PRECISION`` on ``MODEL.DEVICE``, its errors naming the key."""
     try:
@@ -331,7 +338,13 @@ class YOLACT(nn.Module):
         )
         if self.sem_seg_head is not None:
             predictions["sem_seg_logits"] = self.sem_seg_head(predictions["features"])
-        return self.loss(predictions, gt_instances, crowd_boxes, self.box2box_transform, self.mask_rescoring)
+        # The losses run in float32 whatever precision the network ran in (autocast): OHEM's ranking, the mask
+        # products and the logs see float32 casts of the network's outputs, as inference's post-processing does.
+        del predictions["features"]
+        with torch.autocast(self.device.type, enabled=False):
+            return self.loss(
+                _to_float32(predictions), gt_instances, crowd_boxes, self.box2box_transform, self.mask_rescoring
+            )
 
     def forward_inference(self, batched_inputs: List[Dict]) -> List[Dict[str, Instances]]:
         """Per input, ``{"instances": Instances}`` in the output image's pixels (see the class docstring)."""
