@@ -62,24 +62,11 @@ def _torch_threads(num_threads: int):
         torch.set_num_threads(saved)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _one_torch_thread_for_the_suite():
-    """Every test runs with one torch thread: the models are tiny, and on a 2-core machine a second thread gains
-    little alone and costs many times that when the cores are busy (training tests ran 5-15x slower with two)."""
-    with _torch_threads(1):
-        yield
-
-
-@pytest.fixture
-def one_thread():
-    """One torch thread: tiny models gain nothing from more, and on shared cores they lose a lot."""
-    with _torch_threads(1):
-        yield
-
-
-@pytest.fixture(scope="module")
-def one_thread_per_module():
-    """:func:`one_thread` for a whole module (``pytestmark = pytest.mark.usefixtures(...)``)."""
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test runs with one torch thread, restored after it even if the test changes it: the models are tiny,
+    and on a 2-core machine a second thread gains little alone and costs many times that when the cores are busy
+    (training tests ran 5-15x slower with two)."""
     with _torch_threads(1):
         yield
 

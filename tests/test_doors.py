@@ -21,7 +21,6 @@ from yolact_d2.engine import YolactPredictor
 from yolact_d2.export import ExportedYolact, export_torchscript, preprocess_image
 
 pytestmark = [
-    pytest.mark.usefixtures("one_thread_per_module"),
     pytest.mark.filterwarnings("ignore:`torch.jit.:FutureWarning"),
 ]
 

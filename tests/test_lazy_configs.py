@@ -21,8 +21,6 @@ PAIRS = {  # LazyConfig -> yacs config
     "yolact_R_101_FPN_550.py": "yolact_R_101_FPN_550.yaml",
 }
 
-pytestmark = pytest.mark.usefixtures("one_thread_per_module")
-
 
 def _configs(lazy_name):
     lazy = LazyConfig.load(os.path.join(ROOT, "configs", "lazy", lazy_name))

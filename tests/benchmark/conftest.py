@@ -1,11 +1,5 @@
-"""Fixtures of the benchmark tests: one torch thread, and small YOLACT and Mask R-CNN configs as files."""
+"""Fixtures of the benchmark tests: small YOLACT and Mask R-CNN configs as files."""
 import pytest
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(one_thread):
-    """Every benchmark test runs with one torch thread (tests/conftest.py)."""
-    yield
 
 
 @pytest.fixture

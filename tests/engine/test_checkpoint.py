@@ -51,7 +51,7 @@ def _half_then_fail(obj, f):
     raise OSError("No space left on device")
 
 
-def test_a_save_that_fails_midway_keeps_the_previous_checkpoint_and_tag(cfg, tmp_path, monkeypatch, one_thread):
+def test_a_save_that_fails_midway_keeps_the_previous_checkpoint_and_tag(cfg, tmp_path, monkeypatch):
     model = _model(cfg)
     checkpointer = YolactCheckpointer(model, str(tmp_path))
     checkpointer.save("model_final", iteration=9)
@@ -103,7 +103,7 @@ CLASS_LAYERS = ("head.cls_score", "sem_seg_head.conv", "mask_rescoring.layers.10
 
 
 def test_fine_tuning_on_another_class_count_reinitialises_the_class_layers_in_one_log_line(
-    cfg, five_class_checkpoint, caplog, one_thread
+    cfg, five_class_checkpoint, caplog
 ):
     path, saved = five_class_checkpoint
     torch.manual_seed(2)
@@ -124,7 +124,7 @@ def test_fine_tuning_on_another_class_count_reinitialises_the_class_layers_in_on
         torch.testing.assert_close(value, expected, msg=key)
 
 
-def test_inference_with_another_class_count_is_refused(cfg, five_class_checkpoint, one_thread):
+def test_inference_with_another_class_count_is_refused(cfg, five_class_checkpoint):
     path, _ = five_class_checkpoint
     model = _model(cfg, 3, **PLUS)
     with pytest.raises(ValueError, match=r"class-dependent tensors head\.cls_score\.weight \[18, 64, 3, 3\] "
@@ -140,7 +140,7 @@ def test_inference_with_another_class_count_is_refused(cfg, five_class_checkpoin
         ({"MODEL.FPN.OUT_CHANNELS": 32}, ["backbone.fpn_lateral3.weight [64, 128, 1, 1] (model [32, 128, 1, 1])"]),
     ],
 )
-def test_other_tensors_of_other_shapes_are_refused_by_name(cfg, five_class_checkpoint, changes, names, one_thread):
+def test_other_tensors_of_other_shapes_are_refused_by_name(cfg, five_class_checkpoint, changes, names):
     path, _ = five_class_checkpoint
     model = _model(cfg, 5, **PLUS, **changes)
     before = _state(model)
@@ -152,7 +152,7 @@ def test_other_tensors_of_other_shapes_are_refused_by_name(cfg, five_class_check
         torch.testing.assert_close(value, before[key], msg=key)
 
 
-def test_a_checkpoint_of_a_ddp_model_loads(cfg, five_class_checkpoint, tmp_path, one_thread):
+def test_a_checkpoint_of_a_ddp_model_loads(cfg, five_class_checkpoint, tmp_path):
     _, saved = five_class_checkpoint
     path = str(tmp_path / "ddp.pth")
     torch.save({"model": {"module." + k: v for k, v in saved.items()}}, path)
@@ -198,7 +198,7 @@ def _ended_process():
 
 
 def test_a_kill_during_a_checkpoint_write_leaves_a_temporary_file_that_the_next_start_removes(
-    cfg, tmp_path, one_thread
+    cfg, tmp_path
 ):
     model = _model(cfg)
     YolactCheckpointer(model, str(tmp_path)).save("model_final", iteration=9)

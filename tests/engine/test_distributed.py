@@ -125,7 +125,7 @@ def setup(tiny_dataset, make_small_cfg, tmp_path_factory):
     return cfgs, inputs, replicas, evaluations
 
 
-def test_replicas_stay_identical_and_equal_one_process_seeing_both_images(setup, one_thread):
+def test_replicas_stay_identical_and_equal_one_process_seeing_both_images(setup):
     """DDP averages the two ranks' gradients, so one process that averages the losses of the two images (each
     normalised by its own positives, as each rank does) takes the same steps."""
     cfgs, inputs, replicas, _ = setup

@@ -88,14 +88,14 @@ def _flip_images_not_masks(monkeypatch):
     monkeypatch.setattr(dataset_mapper_module, "transform_annotations", unflipped)
 
 
-def test_a_tiny_model_learns_the_masks_of_one_image(cfg, tiny_dataset, one_thread):
+def test_a_tiny_model_learns_the_masks_of_one_image(cfg, tiny_dataset):
     """Also checks the flip of the images and masks against a mirror made here."""
     assert _mean_mask_iou_after_training(cfg, tiny_dataset) >= MIN_MEAN_MASK_IOU
 
 
 @pytest.mark.parametrize("breakage", [_zero_mask_loss, _shuffle_matches, _flip_images_not_masks],
                          ids=["mask_loss_zeroed", "mask_matches_shuffled", "flip_misses_masks"])
-def test_with_a_broken_loss_matcher_or_augmentation_it_does_not(cfg, tiny_dataset, one_thread, monkeypatch,
+def test_with_a_broken_loss_matcher_or_augmentation_it_does_not(cfg, tiny_dataset, monkeypatch,
                                                                  breakage):
     breakage(monkeypatch)
     assert _mean_mask_iou_after_training(cfg, tiny_dataset) < MIN_MEAN_MASK_IOU

@@ -14,7 +14,7 @@ from yolact_d2.layers import precision as precision_module
 
 
 @pytest.fixture
-def predictor(cfg, one_thread):
+def predictor(cfg):
     """The small random YOLACT (input 96), keeping its 3 best detections whatever their score."""
     cfg.MODEL.YOLACT.INPUT_SIZE = 96
     cfg.MODEL.YOLACT.POSTPROCESS.SCORE_THRESH = 0.0
@@ -54,7 +54,7 @@ def test_the_predictor_gives_the_model_on_the_image_as_read(predictor, height, w
     _assert_same(_detections(predictor, image), _model_detections(predictor.model, image))
 
 
-def test_an_rgb_config_gets_the_channels_swapped_once(cfg, predictor, one_thread):
+def test_an_rgb_config_gets_the_channels_swapped_once(cfg, predictor):
     cfg.INPUT.FORMAT = "RGB"
     rgb_predictor = YolactPredictor(cfg)
     rgb_predictor.model.load_state_dict(predictor.model.state_dict())
@@ -111,7 +111,7 @@ def test_an_array_that_is_not_an_image_is_a_clear_error(predictor):
 
 
 @pytest.mark.parametrize("predictor_class", [YolactPredictor, DefaultPredictor])
-def test_the_predictors_run_in_the_configs_precision(cfg, predictor_class, monkeypatch, one_thread):
+def test_the_predictors_run_in_the_configs_precision(cfg, predictor_class, monkeypatch):
     monkeypatch.setattr(precision_module, "cpu_has_native_bfloat16", lambda: True)
     cfg.MODEL.YOLACT.INPUT_SIZE = 96
     cfg.MODEL.YOLACT.PRECISION = "bfloat16"

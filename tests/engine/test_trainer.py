@@ -372,7 +372,8 @@ def test_checkpoint_max_to_keep_keeps_the_last_periodic_checkpoints(cfg, tiny_da
     cfg.DATASETS.TEST = ()
     cfg.SOLVER.CHECKPOINT_PERIOD = 1
     cfg.SOLVER.CHECKPOINT_MAX_TO_KEEP = 1
-    (checkpointer,) = [h for h in YolactTrainer(cfg).build_hooks() if isinstance(h, hooks.PeriodicCheckpointer)]
+    trainer = YolactTrainer(cfg)  # kept alive: its checkpointer holds only a weak reference to it
+    (checkpointer,) = [h for h in trainer.build_hooks() if isinstance(h, hooks.PeriodicCheckpointer)]
     checkpointer.max_iter = 3
     for iteration in range(3):  # as the hook's after_step calls it
         checkpointer.step(iteration)

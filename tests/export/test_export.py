@@ -24,7 +24,6 @@ from yolact_d2.modeling import FastNMS
 from yolact_d2.modeling.meta_arch import Detections
 
 pytestmark = [
-    pytest.mark.usefixtures("one_thread_per_module"),
     pytest.mark.filterwarnings("ignore:`torch.jit.:FutureWarning"),
     pytest.mark.filterwarnings("ignore:`create_unbacked_symint` is deprecated:FutureWarning"),  # torchvision's
 ]

@@ -57,7 +57,7 @@ def _ap(model, cfg, dataset, dicts, output_dir):
     return {task: results[task]["AP"] for task in ("bbox", "segm")}
 
 
-def test_int8_keeps_the_float32_ap_on_embedded_images(tiny_dataset, make_small_cfg, tmp_path, one_thread):
+def test_int8_keeps_the_float32_ap_on_embedded_images(tiny_dataset, make_small_cfg, tmp_path):
     dicts = [DatasetCatalog.get(tiny_dataset)[i] for i in IMAGES]
     cfg = make_small_cfg()
     model = _trained(cfg, dicts)

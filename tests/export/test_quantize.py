@@ -28,7 +28,6 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 pytestmark = [
-    pytest.mark.usefixtures("one_thread_per_module"),
     pytest.mark.filterwarnings("ignore:`create_unbacked_symint` is deprecated:FutureWarning"),
 ]
 

@@ -41,7 +41,6 @@ def _load_module(name, path):
 golden = _load_module("golden_reference", os.path.join(GOLDEN_DIR, "reference.py"))
 
 pytestmark = [
-    pytest.mark.usefixtures("one_thread_per_module"),
     pytest.mark.filterwarnings("ignore:`torch.jit.:FutureWarning"),
 ]
 

@@ -332,7 +332,7 @@ def _shapes_image():
     return torch.from_numpy(image).permute(2, 0, 1).contiguous()
 
 
-def test_bfloat16_inference_finds_the_float32_detections(cfg, native_bfloat16, one_thread):
+def test_bfloat16_inference_finds_the_float32_detections(cfg, native_bfloat16):
     full, low = _confident_model(cfg.clone(), "float32"), _confident_model(cfg.clone(), "bfloat16")
     assert (full.precision, low.precision) == ("float32", "bfloat16")
     x = [{"image": _shapes_image()}]
@@ -450,7 +450,7 @@ def _confident_yolact_plus(cfg, precision):
 
 @pytest.mark.skipif(not precision_module.cpu_has_native_bfloat16(),
                     reason="this CPU has no native bfloat16 (oneDNN reports no AVX512-BF16 or AMX)")
-def test_yolact_plus_end_to_end_in_bfloat16_finds_the_float32_detections(cfg, one_thread):
+def test_yolact_plus_end_to_end_in_bfloat16_finds_the_float32_detections(cfg):
     """
     The whole YOLACT++ (deformable backbone, FPN, protonet, head, re-scoring net) in bfloat16 against float32:
     the clear detections (score > 0.5) are found with the same class, boxes within 2 px, scores and mask scores

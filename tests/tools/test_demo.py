@@ -68,7 +68,7 @@ def test_folder_with_a_corrupt_file(images, tmp_path):
     assert all(isinstance(a["segmentation"]["counts"], str) and len(a["bbox"]) == 4 for a in anns)
 
 
-def test_a_single_image_goes_to_the_output_file_and_unreadable_inputs_exit_1(demo, images, tmp_path, one_thread):
+def test_a_single_image_goes_to_the_output_file_and_unreadable_inputs_exit_1(demo, images, tmp_path):
     folder, _ = images
     out = tmp_path / "new" / "gray.jpg"
     assert _run_demo(demo, ["--input", os.path.join(folder, "000001.png"), "--output", str(out)]) == 0
@@ -77,7 +77,7 @@ def test_a_single_image_goes_to_the_output_file_and_unreadable_inputs_exit_1(dem
     assert _run_demo(demo, ["--input", broken, "--json-output", str(tmp_path / "none.json")]) == 1
 
 
-def test_video(demo, tmp_path, one_thread):
+def test_video(demo, tmp_path):
     video = str(tmp_path / "clip.mp4")
     writer = cv2.VideoWriter(video, cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (128, 96))
     for k in range(5):
@@ -128,7 +128,7 @@ def test_precision_flag_and_opts_set_the_precision(demo):
         demo.setup_cfg(parser.parse_args(["--config-file", rcnn, "--input", "a.png", "--precision", "bfloat16"]))
 
 
-def test_json_output_with_polygon_masks(demo, images, tmp_path, one_thread):
+def test_json_output_with_polygon_masks(demo, images, tmp_path):
     folder, gt_json = images
     json_output = tmp_path / "polygons.json"
     assert _run_demo(demo, ["--input", os.path.join(folder, "000000.png"), "--json-output", str(json_output),
@@ -157,7 +157,7 @@ def test_webcam_without_a_camera_is_a_clear_error(demo, monkeypatch, tmp_path):
     assert opened == [0] and "Cannot open the webcam (camera 0)" in str(e.value.code)
 
 
-def test_json_output_has_the_datasets_ids_and_file_names_and_evaluates(demo, images, tmp_path, one_thread):
+def test_json_output_has_the_datasets_ids_and_file_names_and_evaluates(demo, images, tmp_path):
     folder, gt_json = images
     with open(gt_json) as f:
         gt = json.load(f)

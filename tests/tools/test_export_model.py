@@ -29,7 +29,7 @@ def _export(tool, args):
     return tool.main(tool.parse_args(["--config-file", CONFIG] + args))
 
 
-def test_torchscript_export_of_a_sample_image_is_checked_and_runs(tool, tmp_path, capsys, one_thread):
+def test_torchscript_export_of_a_sample_image_is_checked_and_runs(tool, tmp_path, capsys):
     sample = str(tmp_path / "sample.png")
     cv2.imwrite(sample, np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8))
     out = tmp_path / "out"
@@ -51,7 +51,7 @@ def test_scripting_is_refused(tool, capsys):
     assert "scripting is not supported" in capsys.readouterr().err
 
 
-def test_a_config_that_cannot_be_exported_stops_with_its_reason(tool, tmp_path, one_thread):
+def test_a_config_that_cannot_be_exported_stops_with_its_reason(tool, tmp_path):
     args = ["--output", str(tmp_path / "out")] + TINY + ["MODEL.YOLACT.MASK_RESCORING.ENABLED", "True",
                                                          "MODEL.YOLACT.PRESERVE_ASPECT_RATIO", "True"]
     with pytest.raises(SystemExit) as e:
@@ -65,7 +65,7 @@ def test_opts_flag_is_applied(tool, tmp_path):
                             "--opts", "MODEL.WEIGHTS", "x.pth", "MODEL.YOLACT.INPUT_SIZE", "96"])
     cfg = tool.setup_cfg(args)
     assert cfg.MODEL.WEIGHTS == "x.pth" and cfg.MODEL.YOLACT.INPUT_SIZE == 96 and args.sample_image == "sample.png"
-def test_an_exif_rotated_photograph_is_exported_and_run_upright(tool, tmp_path, one_thread):
+def test_an_exif_rotated_photograph_is_exported_and_run_upright(tool, tmp_path):
     from PIL import Image
 
     from yolact_d2.data import read_image
@@ -100,7 +100,7 @@ def calibration_dataset(tmp_path):
     DatasetCatalog.remove("export_tool_calibration")
 
 
-def test_int8_export_writes_both_onnx_files(tool, tmp_path, capsys, one_thread, calibration_dataset):
+def test_int8_export_writes_both_onnx_files(tool, tmp_path, capsys, calibration_dataset):
     pytest.importorskip("onnxruntime")
     from yolact_d2.export import onnx_precision
 

@@ -30,7 +30,7 @@ def _args(tool, output_dir, *extra, overrides=()):
     return tool.default_argument_parser().parse_args(["--config-file", CONFIG, *extra, *tiny, *overrides])
 
 
-def test_trains_a_few_iterations_then_evaluates(tmp_path, one_thread):
+def test_trains_a_few_iterations_then_evaluates(tmp_path):
     tool = _tool()
     tool.main(_args(tool, tmp_path))
     metrics = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
