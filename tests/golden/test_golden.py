@@ -158,34 +158,21 @@ def _positives(net, training):
             for i, gts in enumerate(training["matching"])]
 
 
-def _is_tied_forced(record):
-    return isinstance(record["positives"], list) and record["num_tied"] > 1
-
-
 @pytest.mark.parametrize("model", golden.MODELS)
 def test_matching_equals_the_originals(models, model):
-    """Each GT's positive anchors as the original's: their number, and the forced one (best IoU < 0.5) by index."""
+    """
+    Each GT's positive anchors as the original's: their number, and the forced one (best IoU < 0.5) by index,
+    also where several anchors tie for that best IoU.
+    """
     training = golden.load_fixture(model)["training"]
     for i, (gts, actual) in enumerate(zip(training["matching"], _positives(models(model), training))):
         for j, (expected, positives) in enumerate(zip(gts, actual)):
-            if _is_tied_forced(expected):
-                continue  # test_forced_positive_among_tied_anchors_is_the_originals
             if isinstance(expected["positives"], list):
-                assert positives == expected["positives"], f"image {i} GT {j}: forced {positives}"
+                assert positives == expected["positives"], (
+                    f"image {i} GT {j}: forced {positives}, the original {expected['positives']} (among the tied "
+                    f"{expected.get('tied_anchors')})")
             else:
                 assert len(positives) == expected["positives"], f"image {i} GT {j}"
-
-
-@pytest.mark.parametrize("model", golden.MODELS)
-def test_forced_positive_among_tied_anchors_is_the_originals(models, model):
-    """Where several anchors tie for a GT's best IoU (< 0.5), the one the original forces positive."""
-    training = golden.load_fixture(model)["training"]
-    for i, (gts, actual) in enumerate(zip(training["matching"], _positives(models(model), training))):
-        for j, (expected, positives) in enumerate(zip(gts, actual)):
-            if _is_tied_forced(expected):
-                assert positives == expected["positives"], (
-                    f"image {i} GT {j}: forced {positives}, the original {expected['positives']} among the tied "
-                    f"{expected['tied_anchors']}")
 
 
 @pytest.mark.parametrize("model", golden.MODELS)
